@@ -1,0 +1,573 @@
+"""Significance tests, intervals and sample sizes for comparing two models.
+
+Pure numpy/scipy (no Dagster, no Redis). ``/work/shared/STATS.md`` is the
+contract; every formula below is named there, and the unit tests hold each one
+to an independent computation (statsmodels, numerical integration, published
+anchors).
+
+Conventions used throughout:
+
+* arm 1 / the first pair of counts is the **champion**, arm 2 the
+  **challenger**; every difference is *challenger - champion*, so a positive
+  difference means the challenger is better;
+* paired evidence: ``b`` = rows the champion got right and the challenger
+  wrong, ``c`` = the reverse (only discordant rows carry information);
+* ``confidence`` is a level such as 0.95; ``alpha`` a significance level such
+  as 0.05.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import optimize
+from scipy.special import betaln
+from scipy.stats import binomtest, chisquare, fisher_exact, norm
+
+__all__ = [
+    "mcnemar_exact",
+    "paired_msprt",
+    "always_valid_p",
+    "unpaired_msprt",
+    "stratified_unpaired_msprt",
+    "wilson",
+    "newcombe_diff",
+    "paired_diff_interval",
+    "confidence_sequence",
+    "normal_mixture_radius",
+    "stratified_difference",
+    "noninferiority_lambda",
+    "two_proportion_z",
+    "fisher",
+    "sample_size_unpaired",
+    "sample_size_paired",
+    "srm_pvalue",
+    "prob_best",
+    "thompson_shares",
+    "shares_to_bp",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _count(name: str, value) -> int:
+    """A non-negative integer count (numpy integers and integral floats accepted)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a count, got {value!r}")
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a non-negative integer, got {value!r}") from None
+    if as_int != value or as_int < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return as_int
+
+
+def _level(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}")
+    return value
+
+
+def _z(confidence: float) -> float:
+    """Two-sided standard-normal quantile for a confidence level."""
+    return float(norm.ppf(0.5 + _level("confidence", confidence) / 2.0))
+
+
+def _scalar_or_array(x):
+    arr = np.asarray(x, dtype=float)
+    return float(arr) if arr.ndim == 0 else arr
+
+
+# --------------------------------------------------------------------------- paired tests
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value.
+
+    Under H0 (both models equally accurate) the discordant pairs split evenly,
+    so ``c ~ Binomial(b + c, 1/2)``; the p-value is ``binomtest(c, b + c,
+    0.5)``'s two-sided p. A fixed-n test: valid when decided once, at a planned
+    n, not when re-run after every batch. ``b = c = 0`` (no discordant pair,
+    no evidence) gives 1.0. ``mcnemar_exact(10, 30) == 0.0022214...``.
+    """
+    b, c = _count("b", b), _count("c", c)
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(c, b + c, 0.5, alternative="two-sided").pvalue)
+
+
+def paired_msprt(b, c, mixture: float = 1.0):
+    """Paired mixture SPRT over the discordant pairs.
+
+    With ``k = b + c`` discordant pairs and θ = P(challenger wins a discordant
+    pair), H0 is θ = 1/2; the alternative is the Beta(a, a) mixture over θ
+    (``a = mixture``). The likelihood ratio is::
+
+        Λ = ∫ θ^c (1-θ)^b Beta(θ; a, a) dθ / (1/2)^k
+        log Λ = betaln(a + c, a + b) - betaln(a, a) + k·log 2
+
+    By Ville's inequality P(Λ ever ≥ 1/α | H0) ≤ α, however often it is looked
+    at. The mixture is symmetric, so both directions are tested at once and a
+    promotion-only error is at most α. ``b=10, c=30, a=1`` gives Λ = 31.64.
+
+    Returns ``(log_lambda, lam)``. Accepts numpy arrays of counts (vectorised,
+    for simulation); ``lam`` is ``inf`` where it overflows a double, while
+    ``log_lambda`` stays finite.
+    """
+    a = float(mixture)
+    if not a > 0:
+        raise ValueError(f"mixture (the Beta(a, a) parameter) must be > 0, got {mixture!r}")
+    b_arr = np.asarray(b, dtype=float)
+    c_arr = np.asarray(c, dtype=float)
+    if np.any(b_arr < 0) or np.any(c_arr < 0):
+        raise ValueError("b and c must be non-negative")
+    log_lam = betaln(a + c_arr, a + b_arr) - betaln(a, a) + (b_arr + c_arr) * math.log(2.0)
+    with np.errstate(over="ignore"):
+        lam = np.exp(log_lam)
+    return _scalar_or_array(log_lam), _scalar_or_array(lam)
+
+
+def always_valid_p(lambdas_history: Iterable[float]) -> float:
+    """Always-valid p-value after a sequence of looks.
+
+    The running minimum over looks of ``min(1, 1/Λ)``; once it has reached α it
+    stays there (the test rejected at that look). No looks → 1.0.
+    """
+    p = 1.0
+    for lam in lambdas_history:
+        lam = float(lam)
+        if math.isnan(lam):
+            raise ValueError("a likelihood ratio is NaN")
+        if lam > 0:
+            p = min(p, 1.0 / lam)
+    return float(p)
+
+
+# --------------------------------------------------------------------------- unpaired sequential
+def _mixture_lambda(theta_hat: float, sigma2: float, tau2: float) -> float:
+    """Normal-mixture likelihood ratio of a normal estimate (JPW 2015, eq. for N(0, τ²))."""
+    if sigma2 <= 0.0:
+        return 1.0
+    total = sigma2 + tau2
+    log_lam = 0.5 * math.log(sigma2 / total) + tau2 * theta_hat**2 / (2.0 * sigma2 * total)
+    return math.exp(log_lam) if log_lam < 709.0 else math.inf
+
+
+def unpaired_msprt(p1_hat: float, n1: int, p2_hat: float, n2: int, tau2: float) -> float:
+    """Unpaired mSPRT for two independent proportions (normal approximation).
+
+    θ̂ = p̂₂ − p̂₁ with variance ``σ² = p̄(1 − p̄)(1/n₁ + 1/n₂)`` under H0,
+    ``p̄`` the pooled proportion; the N(0, τ²) mixture over the true difference
+    gives::
+
+        Λ = sqrt(σ² / (σ² + τ²)) · exp(τ² θ̂² / (2 σ² (σ² + τ²)))
+
+    This is the *unequal-arm* form (STATS.md): plugging the mean n into the
+    equal-arm formula is wrong at unbalanced splits. When an arm is empty or
+    the pooled proportion is 0 or 1 the normal approximation carries no
+    evidence and Λ = 1.
+    """
+    n1, n2 = _count("n1", n1), _count("n2", n2)
+    if tau2 <= 0:
+        raise ValueError(f"tau2 (the mixture variance) must be > 0, got {tau2!r}")
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    for name, p in (("p1_hat", p1_hat), ("p2_hat", p2_hat)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a proportion, got {p!r}")
+    p_bar = (p1_hat * n1 + p2_hat * n2) / (n1 + n2)
+    sigma2 = p_bar * (1.0 - p_bar) * (1.0 / n1 + 1.0 / n2)
+    return _mixture_lambda(p2_hat - p1_hat, sigma2, tau2)
+
+
+def stratified_unpaired_msprt(strata: Iterable[Sequence[int]], tau2: float) -> float:
+    """Unpaired mSPRT stratified by batch.
+
+    ``strata`` holds one ``(k1, n1, k2, n2)`` per batch (successes and rows of
+    the champion's and the challenger's served traffic in that batch).
+
+    Choice: a Cochran–Mantel–Haenszel combination. Each batch j contributes
+    its own difference ``d_j = k2/n2 − k1/n1`` with weight
+    ``w_j = n1·n2/(n1 + n2)`` and null variance ``w_j·p̄_j(1 − p̄_j)`` (its own
+    pooled p̄_j); the sums ``U = Σ w_j d_j``, ``W = Σ w_j`` and
+    ``V = Σ w_j p̄_j(1 − p̄_j)`` give the common difference ``θ̂ = U/W`` with
+    variance ``σ² = V/W²``, which enters the same N(0, τ²) mixture as
+    :func:`unpaired_msprt`. Comparing arms only within a batch means a drift
+    in accuracy together with a change of split between batches cannot make a
+    no-better arm look better (Simpson's paradox); with one batch this equals
+    :func:`unpaired_msprt`. Batches with an empty arm carry no weight.
+    """
+    if tau2 <= 0:
+        raise ValueError(f"tau2 (the mixture variance) must be > 0, got {tau2!r}")
+    u = w_sum = v = 0.0
+    for stratum in strata:
+        k1, n1, k2, n2 = (_count(nm, x) for nm, x in zip(("k1", "n1", "k2", "n2"), stratum))
+        if k1 > n1 or k2 > n2:
+            raise ValueError(f"successes exceed rows in stratum {tuple(stratum)!r}")
+        if n1 == 0 or n2 == 0:
+            continue
+        w = n1 * n2 / (n1 + n2)
+        p_bar = (k1 + k2) / (n1 + n2)
+        u += w * (k2 / n2 - k1 / n1)
+        w_sum += w
+        v += w * p_bar * (1.0 - p_bar)
+    if w_sum == 0.0 or v == 0.0:
+        return 1.0
+    return _mixture_lambda(u / w_sum, v / w_sum**2, tau2)
+
+
+# --------------------------------------------------------------------------- intervals
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for one proportion k/n.
+
+    The closed form of the score interval (what
+    ``binomtest(k, n).proportion_ci(method="wilson")`` computes, about 50 times
+    faster)::
+
+        (k + z²/2 ± z·sqrt(k(n − k)/n + z²/4)) / (n + z²)
+
+    No rows (n = 0): nothing is known, (0.0, 1.0).
+    """
+    k, n = _count("k", k), _count("n", n)
+    if k > n:
+        raise ValueError(f"k ({k}) exceeds n ({n})")
+    z = _z(confidence)
+    if n == 0:
+        return (0.0, 1.0)
+    z2 = z * z
+    center = k + z2 / 2.0
+    half = z * math.sqrt(k * (n - k) / n + z2 / 4.0)
+    denom = n + z2
+    lo = 0.0 if k == 0 else (center - half) / denom
+    hi = 1.0 if k == n else (center + half) / denom
+    return (max(0.0, lo), min(1.0, hi))
+
+
+def newcombe_diff(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (his method 10) for p₂ − p₁, independent arms.
+
+    With Wilson intervals (l₁, u₁) for p₁ and (l₂, u₂) for p₂ and d = p̂₂ − p̂₁::
+
+        lo = d − sqrt((p̂₂ − l₂)² + (u₁ − p̂₁)²)
+        hi = d + sqrt((u₂ − p̂₂)² + (p̂₁ − l₁)²)
+
+    (Newcombe 1998, *Stat Med* 17:873.) An empty arm gives (−1, 1).
+    """
+    k1, n1, k2, n2 = _count("k1", k1), _count("n1", n1), _count("k2", k2), _count("n2", n2)
+    if k1 > n1 or k2 > n2:
+        raise ValueError("successes exceed rows")
+    if n1 == 0 or n2 == 0:
+        return (-1.0, 1.0)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, confidence)
+    l2, u2 = wilson(k2, n2, confidence)
+    d = p2 - p1
+    lo = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
+    hi = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+    return (max(-1.0, lo), min(1.0, hi))
+
+
+def _tango_z(delta: float, c: int, b: int, n: int) -> float:
+    """Tango's score statistic for H0: (c − b)/n-difference equals ``delta``.
+
+    Cells: x12 = c (challenger only right), x21 = b; Δ = π12 − π21. The
+    restricted MLE of π21 solves 2n q² + B q + C = 0 with
+    B = −x12 − x21 + (2n − x12 + x21)Δ and C = −x21 Δ(1 − Δ).
+    """
+    x12, x21 = c, b
+    a_coef = 2.0 * n
+    b_coef = -x12 - x21 + (2.0 * n - x12 + x21) * delta
+    c_coef = -x21 * delta * (1.0 - delta)
+    disc = max(0.0, b_coef * b_coef - 4.0 * a_coef * c_coef)
+    q21 = (math.sqrt(disc) - b_coef) / (2.0 * a_coef)
+    var = n * (2.0 * q21 + delta * (1.0 - delta))
+    num = x12 - x21 - n * delta
+    if var <= 0.0:
+        return math.copysign(math.inf, num) if num != 0 else 0.0
+    return num / math.sqrt(var)
+
+
+def paired_diff_interval(b: int, c: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval for the paired accuracy difference Δ = (c − b)/n (challenger − champion).
+
+    Method: Tango's asymptotic score interval (Tango 1998, *Stat Med* 17:891),
+    which needs only the discordant counts and n (the concordant cells enter
+    only through n). It is the set of Δ whose score statistic
+    ``(c − b − nΔ) / sqrt(n(2 q̂(Δ) + Δ(1 − Δ)))`` (q̂ the restricted MLE of
+    the champion-only cell) lies within ±z; both ends are found by root
+    finding. Unlike a Wald interval it never collapses to a point when
+    b = c = 0 and stays inside [−1, 1]. n = 0 → (−1, 1).
+    """
+    b, c, n = _count("b", b), _count("c", c), _count("n", n)
+    if b + c > n:
+        raise ValueError(f"b + c ({b + c}) exceeds n ({n})")
+    if n == 0:
+        return (-1.0, 1.0)
+    z = _z(confidence)
+    est = (c - b) / n
+    eps = 1e-12
+
+    def f(delta: float, target: float) -> float:
+        return _tango_z(delta, c, b, n) - target
+
+    # The statistic decreases in Δ: lower end where it equals +z, upper where −z.
+    lo_edge, hi_edge = -1.0 + eps, 1.0 - eps
+    if est <= lo_edge or f(lo_edge, z) <= 0.0:
+        lo = -1.0
+    else:
+        lo = optimize.brentq(f, lo_edge, est, args=(z,), xtol=1e-12)
+    if est >= hi_edge or f(hi_edge, -z) >= 0.0:
+        hi = 1.0
+    else:
+        hi = optimize.brentq(f, est, hi_edge, args=(-z,), xtol=1e-12)
+    return (float(lo), float(hi))
+
+
+def confidence_sequence(s_n: float, n: int, s2: float, rho: float, alpha: float) -> tuple[float, float]:
+    """Always-valid confidence sequence for the mean paired difference Δ.
+
+    Per-row differences D ∈ {−1, 0, 1} (challenger right minus champion
+    right), ``S_n = ΣD``, ``s2`` a per-row variance estimate. With probability
+    ≥ 1 − α, simultaneously for every n (normal mixture; Howard, Ramdas,
+    McAuliffe & Sekhon 2021; asymptotically valid with an estimated variance,
+    Waudby-Smith et al. 2021)::
+
+        |S_n − nΔ| ≤ r = sqrt((n s² + ρ) · log((n s² + ρ) / (ρ α²)))
+
+    so Δ ∈ [(S_n − r)/n, (S_n + r)/n]. ``rho`` (ρ > 0) places the tightest
+    point near ``n s² ≈ ρ``. Δ is an accuracy difference, so the interval is
+    clipped to [−1, 1]; n = 0 → (−1, 1).
+    """
+    n = _count("n", n)
+    if s2 < 0:
+        raise ValueError(f"s2 must be >= 0, got {s2!r}")
+    r = normal_mixture_radius(n * s2, rho, alpha)
+    if n == 0:
+        return (-1.0, 1.0)
+    return (max(-1.0, (s_n - r) / n), min(1.0, (s_n + r) / n))
+
+
+def normal_mixture_radius(v: float, rho: float, alpha: float) -> float:
+    """Half-width of the normal-mixture boundary for a sum with variance ``v``.
+
+    ``sqrt((v + ρ) · log((v + ρ) / (ρ α²)))``: the radius in
+    :func:`confidence_sequence` (there ``v = n s²``), usable for any sum of
+    independent terms whose variance is ``v``.
+    """
+    _level("alpha", alpha)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho!r}")
+    if v < 0:
+        raise ValueError(f"v must be >= 0, got {v!r}")
+    total = v + rho
+    return math.sqrt(total * math.log(total / (rho * alpha * alpha)))
+
+
+def stratified_difference(strata: Iterable[Sequence[int]]) -> tuple[float, float, float]:
+    """Batch-stratified difference of two independent proportions.
+
+    For strata ``(k1, n1, k2, n2)`` returns ``(U, W, V)`` with weights
+    ``w_j = n1·n2/(n1 + n2)``, ``U = Σ w_j (p̂2_j − p̂1_j)``, ``W = Σ w_j`` and the
+    (unpooled) variance of U, ``V = Σ w_j² (p̂1_j q̂1_j / n1 + p̂2_j q̂2_j / n2)``.
+    ``U/W`` estimates the common difference p₂ − p₁; a confidence sequence
+    for it is ``(U ± normal_mixture_radius(V, ρ, α)) / W``. Strata with an
+    empty arm carry no weight.
+    """
+    u = w_sum = v = 0.0
+    for stratum in strata:
+        k1, n1, k2, n2 = (_count(nm, x) for nm, x in zip(("k1", "n1", "k2", "n2"), stratum))
+        if k1 > n1 or k2 > n2:
+            raise ValueError(f"successes exceed rows in stratum {tuple(stratum)!r}")
+        if n1 == 0 or n2 == 0:
+            continue
+        w = n1 * n2 / (n1 + n2)
+        p1, p2 = k1 / n1, k2 / n2
+        u += w * (p2 - p1)
+        w_sum += w
+        v += w * w * (p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+    return (u, w_sum, v)
+
+
+def noninferiority_lambda(s_n: float, n: int, s2: float, rho: float, margin: float) -> float:
+    """The normal-mixture likelihood ratio behind :func:`confidence_sequence`.
+
+    For H0: Δ = −margin, with ``x = S_n + n·margin`` and ``V = n s²``::
+
+        Λ = sqrt(ρ / (V + ρ)) · exp(x² / (2 (V + ρ)))      (x > 0; else 1)
+
+    Algebraically, the confidence sequence's lower bound exceeds −margin
+    exactly when Λ > 1/α, so ``min(1, 1/Λ)`` is the always-valid p-value of
+    non-inferiority that matches the canary's ramp rule.
+    """
+    n = _count("n", n)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho!r}")
+    x = s_n + n * margin
+    if n == 0 or x <= 0:
+        return 1.0
+    v = n * max(s2, 0.0) + rho
+    log_lam = 0.5 * math.log(rho / v) + x * x / (2.0 * v)
+    return math.exp(log_lam) if log_lam < 709.0 else math.inf
+
+
+# --------------------------------------------------------------------------- fixed-n unpaired tests
+def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """Pooled two-proportion z test of p₂ = p₁; returns ``(z, two_sided_p)``.
+
+    ``z = (p̂₂ − p̂₁) / sqrt(p̄(1 − p̄)(1/n₁ + 1/n₂))``, positive when arm 2 (the
+    challenger) is better. An empty arm or a pooled proportion of 0 or 1
+    carries no evidence: (0.0, 1.0).
+    """
+    k1, n1, k2, n2 = _count("k1", k1), _count("n1", n1), _count("k2", k2), _count("n2", n2)
+    if k1 > n1 or k2 > n2:
+        raise ValueError("successes exceed rows")
+    if n1 == 0 or n2 == 0:
+        return (0.0, 1.0)
+    p_bar = (k1 + k2) / (n1 + n2)
+    var = p_bar * (1.0 - p_bar) * (1.0 / n1 + 1.0 / n2)
+    if var == 0.0:
+        return (0.0, 1.0)
+    z = (k2 / n2 - k1 / n1) / math.sqrt(var)
+    return (float(z), float(2.0 * norm.sf(abs(z))))
+
+
+def fisher(k1: int, n1: int, k2: int, n2: int) -> float:
+    """Two-sided Fisher exact p-value of the 2×2 table [[k1, n1−k1], [k2, n2−k2]]."""
+    k1, n1, k2, n2 = _count("k1", k1), _count("n1", n1), _count("k2", k2), _count("n2", n2)
+    if k1 > n1 or k2 > n2:
+        raise ValueError("successes exceed rows")
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    return float(fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided").pvalue)
+
+
+# --------------------------------------------------------------------------- planning
+def _ceil(x: float) -> int:
+    """Round a sample size up, ignoring floating-point dust just above an integer."""
+    return int(math.ceil(x - 1e-9))
+
+
+def sample_size_unpaired(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows per arm for a two-sided two-proportion test (equal arms).
+
+    ``n = (z₁₋α/₂·√(2p̄q̄) + z₁₋β·√(p₁q₁ + p₂q₂))² / (p₁ − p₂)²``, rounded up;
+    p̄ = (p₁ + p₂)/2. 90 → 92% at α 0.05, power 0.8: 3,213; 90 → 91%: 13,495.
+    """
+    _level("alpha", alpha)
+    _level("power", power)
+    for name, p in (("p1", p1), ("p2", p2)):
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"{name} must be strictly between 0 and 1, got {p!r}")
+    if p1 == p2:
+        raise ValueError("p1 and p2 are equal: no sample size detects a zero difference")
+    za, zb = norm.ppf(1.0 - alpha / 2.0), norm.ppf(power)
+    p_bar = (p1 + p2) / 2.0
+    root = za * math.sqrt(2.0 * p_bar * (1.0 - p_bar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    return _ceil(root**2 / (p1 - p2) ** 2)
+
+
+def sample_size_paired(p_discordant: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows (pairs) for a two-sided McNemar test, Connor's (1987) formula.
+
+    ψ = ``p_discordant`` (share of rows where the models disagree on
+    correctness, b + c over n), δ = ``effect`` (accuracy difference)::
+
+        n = (z₁₋α/₂·√ψ + z₁₋β·√(ψ − δ²))² / δ²
+
+    90 → 92%: 391 at the ideal ψ = δ, 783 at 4% discordant, 1,960 at 10%.
+    """
+    _level("alpha", alpha)
+    _level("power", power)
+    psi, delta = float(p_discordant), abs(float(effect))
+    if delta == 0.0:
+        raise ValueError("effect is zero: no sample size detects a zero difference")
+    if not delta <= psi <= 1.0:
+        raise ValueError(f"p_discordant ({psi}) must lie in [|effect|, 1] = [{delta}, 1]")
+    za, zb = norm.ppf(1.0 - alpha / 2.0), norm.ppf(power)
+    root = za * math.sqrt(psi) + zb * math.sqrt(psi - delta * delta)
+    return _ceil(root**2 / delta**2)
+
+
+# --------------------------------------------------------------------------- split sanity
+def srm_pvalue(observed_counts: Sequence[int], planned_shares: Sequence[float]) -> float:
+    """Sample-ratio mismatch: chi-square goodness of fit of the observed split.
+
+    ``observed_counts`` rows per arm, ``planned_shares`` the planned split in
+    any unit (fractions, basis points). Arms planned at zero must be empty
+    (any row there is a mismatch: p = 0.0) and are otherwise dropped. No rows
+    → 1.0. A tiny p (conventionally < 0.001) means the routing is broken and
+    the experiment's result cannot be trusted.
+    """
+    obs = np.asarray(observed_counts, dtype=float)
+    shares = np.asarray(planned_shares, dtype=float)
+    if obs.shape != shares.shape or obs.ndim != 1:
+        raise ValueError("observed_counts and planned_shares must be 1-D and of equal length")
+    if np.any(obs < 0) or np.any(shares < 0):
+        raise ValueError("counts and shares must be non-negative")
+    if shares.sum() <= 0:
+        raise ValueError("planned shares sum to zero")
+    if np.any(obs[shares == 0] > 0):
+        return 0.0
+    keep = shares > 0
+    obs, shares = obs[keep], shares[keep]
+    total = obs.sum()
+    if total == 0 or obs.size < 2:
+        return 1.0
+    expected = total * shares / shares.sum()
+    return float(chisquare(obs, f_exp=expected).pvalue)
+
+
+# --------------------------------------------------------------------------- bandit
+def _beta_draws(successes, failures, draws: int, rng: np.random.Generator) -> np.ndarray:
+    s = np.asarray(successes, dtype=float)
+    f = np.asarray(failures, dtype=float)
+    if s.ndim != 1 or s.shape != f.shape or s.size == 0:
+        raise ValueError("successes and failures must be equal-length, non-empty 1-D sequences")
+    if np.any(s < 0) or np.any(f < 0):
+        raise ValueError("successes and failures must be non-negative")
+    if int(draws) < 1:
+        raise ValueError("draws must be >= 1")
+    # Beta(1 + right, 1 + wrong): the uniform prior updated by the feedback.
+    return rng.beta(1.0 + s, 1.0 + f, size=(int(draws), s.size))
+
+
+def prob_best(successes, failures, draws: int = 20_000, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Monte Carlo posterior probability that each arm has the highest accuracy.
+
+    Each arm's accuracy ~ Beta(1 + right, 1 + wrong); ``draws`` joint draws,
+    ties split evenly. Returns an array summing to 1. Deterministic for a
+    seeded ``rng`` (default: ``numpy.random.default_rng(0)``).
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    samples = _beta_draws(successes, failures, draws, rng)
+    best = samples.max(axis=1, keepdims=True)
+    winners = samples == best
+    return (winners / winners.sum(axis=1, keepdims=True)).mean(axis=0)
+
+
+def thompson_shares(successes, failures, draws: int, rng: np.random.Generator, floor: float = 0.0) -> np.ndarray:
+    """Thompson-sampling traffic shares for the next batch.
+
+    Batched Thompson sampling (probability matching): each arm's share is its
+    posterior probability of being best (:func:`prob_best`). ``floor`` keeps a
+    minimum share per arm (exploration), the rest is matched to P(best).
+    Returns fractions summing to 1.
+    """
+    p = prob_best(successes, failures, draws, rng)
+    k = p.size
+    if not 0.0 <= floor * k <= 1.0:
+        raise ValueError(f"floor {floor} times {k} arms exceeds 1")
+    return floor + (1.0 - floor * k) * p
+
+
+def shares_to_bp(shares: Sequence[float], total: int = 10_000) -> list[int]:
+    """Fractions to integer basis points summing exactly to ``total`` (largest remainder)."""
+    arr = np.asarray(shares, dtype=float)
+    if arr.ndim != 1 or np.any(arr < 0) or arr.sum() <= 0:
+        raise ValueError("shares must be non-negative and not all zero")
+    raw = arr / arr.sum() * total
+    base = np.floor(raw).astype(int)
+    short = total - int(base.sum())
+    order = np.argsort(-(raw - base), kind="stable")
+    base[order[:short]] += 1
+    return [int(x) for x in base]

