@@ -44,7 +44,7 @@ def cmd_lookup(args) -> int:
             if batch.ids is not None:
                 entry["id"] = str(batch.ids[i])
             else:
-                entry["features"] = " ".join(repr(float(v)) for v in batch.X[i])
+                entry["features"] = [float(v) for v in batch.X[i]]
             queries.append((key, entry))
         errors = batch.quarantine
     elif args.id is not None:
@@ -63,17 +63,48 @@ def cmd_lookup(args) -> int:
         except keyscheme.InputError as err:
             return _bad_input(str(err))
         key = keyscheme.input_key(values)
-        queries.append((key, {"key": key, "features": " ".join(repr(v) for v in values)}))
+        queries.append((key, {"key": key, "features": list(values)}))
     results = store.lookup([k for k, _ in queries]) if queries else []
     misses = [entry for (_, entry), r in zip(queries, results) if r["route"] == "miss"]
     if misses:
-        store.queue_misses(misses)
+        store.queue_misses(misses)  # the pipeline's miss sensor scores and stores them
+        if args.fallback_model:
+            try:
+                answers = fallback_answers(store, args.fallback_model, misses)
+            except ValueError as err:
+                return _bad_input(str(err))
+            results = [answers.get(r["key"], r) if r["route"] == "miss" else r for r in results]
     for r in results:
         _emit(r, args.json, f"{r['label'] if r['label'] is not None else '-'}\troute={r['route']}\t"
                             f"version={(r['version'] or '-')[:12]}\tkey={r['key']}")
     for q in errors:
         print(f"irisdag: row {q['row']}: {q['reason']}", file=sys.stderr)
     return EXIT_BAD_INPUT if errors else 0
+
+
+def fallback_answers(store, model_path: str, misses: list[dict]) -> dict:
+    """The champion model's own answers for missed inputs (route `fallback`).
+
+    The caller's copy must be the served champion's model (same SHA-256), and the
+    inputs go through the batch's validation and key code, so a fallback answer
+    is the answer the store will hold once the miss is scored.
+    """
+    import numpy as np
+
+    from irisdag import serving
+    from irisdag.models.artifacts import CLASSES, load_model, predict_labels
+
+    champion, digest = store.served_champion()
+    if not champion:
+        raise ValueError("no champion is served yet, so there is no model to fall back to")
+    booster = load_model(model_path, expected_digest=digest)  # DigestMismatch names both digests
+    with_features = [m for m in misses if m.get("features") is not None]
+    if not with_features:
+        return {}
+    prepared = serving.prepare(np.array([m["features"] for m in with_features], dtype=np.float64))
+    labels = predict_labels(booster, prepared.Xq)
+    by_key = {str(k): CLASSES[int(l)] for k, l in zip(prepared.keys, labels)}
+    return {k: {"key": k, "label": by_key[k], "version": champion, "route": "fallback"} for k in by_key}
 
 
 # ---- status / rollback ------------------------------------------------------------
@@ -182,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--id", help="an entity id")
     lk.add_argument("--file", help="a CSV of inputs (one JSON object per line with --json)")
     lk.add_argument("--json", action="store_true")
+    lk.add_argument("--fallback-model", help="the champion's XGBoost JSON model: answer misses with it (route fallback)")
     lk.set_defaults(func=cmd_lookup)
     s = sub.add_parser("status", help="routing, versions and the newest decision")
     s.add_argument("--json", action="store_true")
@@ -197,14 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    # Negative numbers are values here, not options (petal width -0.1 is valid).
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if args.command == "lookup" and all(_looks_numeric(x) for x in extra):
-            args.features = list(args.features) + extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = _values_after_dashes(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(argv)
     import warnings
 
     warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices are not for CLI users
@@ -216,6 +242,30 @@ def main(argv=None) -> int:
     except ConnectionError as err:
         print(f"irisdag: {err}", file=sys.stderr)
         return 1
+
+
+LOOKUP_OPTIONS_WITH_VALUE = {"--id", "--file", "--fallback-model"}
+
+
+def _values_after_dashes(argv: list[str]) -> list[str]:
+    """`irisdag lookup -1e-05 3.0 1.4 0.2`: values that look like options (-1e-05, -inf, -5.)
+    are values here. Put every lookup value after `--`, in the order given, so argparse
+    neither mistakes them for options nor reorders them."""
+    if not argv or argv[0] != "lookup" or "--" in argv:
+        return argv
+    options, values, i = [], [], 1
+    while i < len(argv):
+        token = argv[i]
+        if token in LOOKUP_OPTIONS_WITH_VALUE and i + 1 < len(argv):
+            options += [token, argv[i + 1]]
+            i += 2
+            continue
+        if token.startswith("--") or (token.startswith("-") and not _looks_numeric(token) and len(token) == 2):
+            options.append(token)
+        else:
+            values.append(token)
+        i += 1
+    return ["lookup", *options, "--", *values]
 
 
 def _looks_numeric(text: str) -> bool:

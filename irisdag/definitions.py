@@ -6,9 +6,10 @@ import os
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from irisdag.defs import checks, jobs, schedules, sensors
+from irisdag.defs import checks, failures, jobs, misses, schedules, sensors
 from irisdag.defs.assets import comparison, data, models, predictions
 from irisdag.defs.resources import local_resources
+from irisdag.defs import store_checks
 
 ASSET_MODULES = [data, models, predictions, comparison]
 
@@ -19,16 +20,24 @@ all_checks = load_asset_checks_from_modules([checks])
 def resources_for(deployment: str) -> dict:
     if deployment == "local":
         return local_resources()
-    raise ValueError(f"IRISDAG_DEPLOYMENT={deployment!r} is not supported (use 'local')")
+    if deployment == "production":
+        # S3 through dagster-aws, Redis from REDIS_URL; Dagster's own storage is
+        # the instance's (deploy/dagster.yaml: Postgres). See irisdag.defs.production.
+        from irisdag.defs.production import production_resources
+
+        return production_resources()
+    raise ValueError(f"IRISDAG_DEPLOYMENT={deployment!r} is not supported (use 'local' or 'production')")
 
 
 def build_defs(resources: dict) -> Definitions:
     return Definitions(
         assets=all_assets,
-        asset_checks=all_checks,
-        jobs=[jobs.promote, jobs.rollback, jobs.abort, jobs.score_batch_job, jobs.retrain_job],
-        sensors=[sensors.promotion_sensor],
-        schedules=[schedules.score_batch_schedule, schedules.retrain_schedule],
+        asset_checks=[*all_checks, *store_checks.STORE_CHECKS],
+        jobs=[jobs.promote, jobs.rollback, jobs.abort, jobs.ramp, misses.score_misses, jobs.score_batch_job,
+              jobs.retrain_job, *store_checks.STORE_CHECK_JOBS],
+        sensors=[sensors.promotion_sensor, misses.miss_sensor, failures.run_failure_recorder,
+                 failures.run_failure_backlog, *store_checks.STORE_CHECK_SENSORS],
+        schedules=[schedules.score_batch_schedule, schedules.retrain_schedule, *store_checks.STORE_CHECK_SCHEDULES],
         resources=resources,
     )
 

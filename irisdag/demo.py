@@ -41,6 +41,7 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
         if not ev.passed and ev.severity.value == "ERROR":
             summary.failures.append(f"check {name} failed in window {partition}: {ev.description}")
     if not result.success:
+        before = len(summary.failures)
         for ev in result.all_events:
             if ev.event_type_value == "STEP_FAILURE":
                 err = ev.event_specific_data.error
@@ -49,8 +50,21 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
                 msg = err.message.strip().splitlines()[-1] if err else "failed"
                 if not any(ev.step_key in f for f in summary.failures):
                     summary.failures.append(f"step {ev.step_key} failed in window {partition}: {msg}")
+        if len(summary.failures) == before:  # failed before any step ran (e.g. a resource could not start)
+            summary.failures.append(f"run for window {partition} failed: {_run_failure(result)}")
     summary.windows.append(partition)
     return result
+
+
+def _run_failure(result) -> str:
+    """The user-facing error of a run that failed outside any step (e.g. a resource could not start)."""
+    for ev in result.all_events:
+        err = getattr(ev.event_specific_data, "error", None)
+        if ev.is_failure and err is not None:
+            while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
+                err = err.cause
+            return err.message.strip().splitlines()[-1]
+    return "failed (see the run's events)"
 
 
 def evaluate_sensors(instance, resources, summary: DemoSummary) -> None:
@@ -79,8 +93,11 @@ def evaluate_sensors(instance, resources, summary: DemoSummary) -> None:
 
 
 def next_window(serving_store) -> int:
-    kept = serving_store.kept_partitions()
-    return max((window_index(p) for p in kept), default=-1) + 1
+    """The first window after every kept window (kept miss batches are not windows)."""
+    from irisdag.defs.partitions import batch_windows
+
+    windows = [p for p in serving_store.kept_partitions() if batch_windows.has_partition_key(p)]
+    return max((window_index(p) for p in windows), default=-1) + 1
 
 
 def run_demo(instance, resources, batch_source: str = "", warmup: int = WARMUP_WINDOWS,

@@ -52,7 +52,9 @@ def check_value(x, position: int, row: int | None = None, shown=None) -> float:
     if math.isinf(xf):
         raise InputError(f"{name} is infinite", value=x, position=position, row=row)
     if abs(xf) >= BOUND:
-        raise InputError(f"{name} is out of bounds (|x| must be < 1e6)", value=x, position=position, row=row)
+        # Text such as '1e7' is also shown as the number it means.
+        means = f"= {xf!r}; " if shown is not None and str(shown).strip() != repr(xf) else ""
+        raise InputError(f"{name} is out of bounds ({means}|x| must be < 1e6)", value=x, position=position, row=row)
     return xf
 
 
@@ -143,33 +145,240 @@ def describe_invalid(row_values: Sequence[float], row: int) -> str:
 def quantize_array(X: np.ndarray) -> np.ndarray:
     """Exact q = 10 * round(x, 1) for a validated float (N, 4) array, as int64.
 
-    np.rint(10 * x) is right except where 10 * x lies next to a .5 tie, where
-    the float product may round across it; those few values go through
-    Python's exact round().
+    Equal to `quantize` on every value, without Python per value. Rounding is
+    symmetric (half-to-even), so work on |x| and put the sign back (-0.04 and
+    -0.0 give q = 0). y = fl(10|x|) is within 2^-30 of the exact 10|x| (|x| <
+    1e6), so np.rint(y) is right wherever y is not within 1e-6 of a .5 tie.
+    Near a tie k + 1/2 the question is the sign of 20|x| - (2k + 1), decided
+    exactly: 20|x| = 16|x| + 4|x| (both exact) summed with TwoSum into s + e
+    (exact); s - (2k + 1) is exact (Sterbenz: s is within a hair of 2k + 1),
+    and the rounded sum (s - (2k + 1)) + e is zero only when the exact one is,
+    and otherwise has its sign. Zero means an exact tie: to the even q.
     """
     X = np.asarray(X, dtype=np.float64)
-    y = X * 10.0
+    a = np.abs(X)
+    y = a * 10.0
     q = np.rint(y)
-    frac = y - np.floor(y)
-    near_tie = np.abs(frac - 0.5) < 1e-6
-    if near_tie.any():
-        idx = np.nonzero(near_tie)
-        q[idx] = [quantize(float(v)) for v in X[idx]]
+    k = np.floor(y)
+    near = np.abs((y - k) - 0.5) < 1e-6
+    if near.any():
+        an, kn = a[near], k[near]
+        s = an * 16.0 + an * 4.0
+        big, small = an * 16.0, an * 4.0
+        bb = s - big
+        e = (big - (s - bb)) + (small - bb)
+        c = (s - (2.0 * kn + 1.0)) + e
+        odd = np.fmod(kn, 2.0) == 1.0
+        q[near] = np.where(c > 0, kn + 1.0, np.where(c < 0, kn, kn + odd))
+    q = np.where(X < 0, -q, q)
     return q.astype(np.int64)
+
+
+# ---- packing: one int64 per row ---------------------------------------------------
+# Real measurements have |q| < 2^15 (|x| < 3276.8): the four q values of a row
+# fit 16 bits each, and the packed int64 orders like the rows (lexicographically),
+# so deduplicating packed values deduplicates rows.
+
+PACK_OFFSET = 1 << 15
+
+
+def packable(Q: np.ndarray) -> np.ndarray:
+    """Rows of an int (N, 4) q array whose values all fit the 16-bit packing."""
+    Q = np.asarray(Q)
+    return ((Q >= -PACK_OFFSET) & (Q < PACK_OFFSET)).all(axis=1)
+
+
+def pack_quantized(Q: np.ndarray) -> np.ndarray:
+    """int64 (N,) of packable rows (see `packable`), ordered as the rows are (lexicographically).
+
+    The first value goes signed into the top 16 bits (so the sign bit is its
+    sign), the other three offset by 2^15 into 16 unsigned bits each.
+    """
+    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    off = Q[:, 1:] + PACK_OFFSET
+    return (Q[:, 0] << 48) | (off[:, 0] << 32) | (off[:, 1] << 16) | off[:, 2]
+
+
+def unpack_quantized(P: np.ndarray) -> np.ndarray:
+    """The inverse of `pack_quantized`: int64 (N, 4)."""
+    P = np.asarray(P, dtype=np.int64).reshape(-1)
+    out = np.empty((len(P), N_FEATURES), dtype=np.int64)
+    out[:, 0] = P >> 48  # arithmetic shift: the sign comes back
+    for j, shift in ((1, 32), (2, 16), (3, 0)):
+        out[:, j] = ((P >> shift) & 0xFFFF) - PACK_OFFSET
+    return out
+
+
+def unique_packed(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of an int64 array and, per value, the index of its distinct one.
+
+    Hashes (pandas' factorize) rather than sorts all N values: only the
+    distinct ones are sorted.
+    """
+    import pandas as pd
+
+    P = np.asarray(P, dtype=np.int64).reshape(-1)
+    if len(P) == 0:
+        return P.copy(), np.zeros(0, dtype=np.int64)
+    codes, uniq = pd.factorize(P, sort=False)
+    uniq = np.asarray(uniq, dtype=np.int64)
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return uniq[order], rank[codes]
+
+
+def unique_quantized(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of Q (in lexicographic order) and, for each input row, the index of its distinct row."""
+    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    if len(Q) == 0:
+        return Q.reshape(0, N_FEATURES), np.zeros(0, dtype=np.int64)
+    fits = packable(Q)
+    if fits.all():
+        uniq_p, inverse = unique_packed(pack_quantized(Q))
+        return unpack_quantized(uniq_p), inverse
+    # Rare rows with |q| >= 2^15: deduplicate them apart (they can equal no packable row), then merge the orders.
+    small, large = np.flatnonzero(fits), np.flatnonzero(~fits)
+    uniq_p, inv_small = unique_packed(pack_quantized(Q[small]))
+    uniq_large, inv_large = np.unique(Q[large], axis=0, return_inverse=True)
+    both = np.concatenate([unpack_quantized(uniq_p), uniq_large])
+    order = np.lexsort(both.T[::-1])
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    inverse = np.empty(len(Q), dtype=np.int64)
+    inverse[small] = rank[inv_small]
+    inverse[large] = rank[len(uniq_p) + inv_large.reshape(-1)]
+    return both[order], inverse
+
+
+# ---- canonical strings and digests, without Python per row (but the hash) ---------
+
+_POW10 = np.array([10 ** i for i in range(9)], dtype=np.int64)
+_SPACE, _DOT, _MINUS, _ZERO = ord(" "), ord("."), ord("-"), ord("0")
+HASH_CHUNK_ROWS = 1 << 16  # rows formatted at a time (bounded scratch memory)
+
+
+def canonical_buffer(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical strings of an int (N, 4) q array as bytes: (uint8 (N, W) buffer, lengths (N,)).
+
+    Row i's string is ``buffer[i, :lengths[i]]`` (UTF-8; ASCII in fact), the
+    same as ``canonical_q(Q[i]).encode()``. Built with numpy column by column.
+    """
+    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    n = len(Q)
+    if n and Q.min() >= 0 and Q.max() < 100:  # every value in 0.0 .. 9.9: "d.d d.d d.d d.d"
+        buf = np.empty((n, 15), dtype=np.uint8)
+        buf[:, 0::4] = Q // 10 + _ZERO
+        buf[:, 1::4] = _DOT
+        buf[:, 2::4] = Q % 10 + _ZERO
+        buf[:, 3::4] = _SPACE
+        return buf, np.full(n, 15, dtype=np.int64)
+    neg = Q < 0
+    A = np.abs(Q)
+    ip, fd = A // 10, A % 10
+    nd = np.ones_like(ip)
+    for k in range(1, 8):
+        nd += ip >= _POW10[k]
+    tokens = neg + nd + 2  # sign, integer digits, ".", one digit
+    lengths = tokens.sum(axis=1) + (N_FEATURES - 1)
+    width = int(lengths.max()) if n else 0
+    buf = np.zeros((n, width), dtype=np.uint8)
+    flat = buf.reshape(-1)
+    pos = np.arange(n, dtype=np.int64) * width
+    for j in range(N_FEATURES):
+        negj, ndj, ipj = neg[:, j], nd[:, j], ip[:, j]
+        flat[pos[negj]] = _MINUS
+        pos = pos + negj
+        for d in range(int(ndj.max()) if n else 0):
+            m = d < ndj
+            p = _POW10[np.maximum(ndj[m] - 1 - d, 0)]
+            flat[pos[m] + d] = (ipj[m] // p) % 10 + _ZERO
+        pos = pos + ndj
+        flat[pos] = _DOT
+        flat[pos + 1] = fd[:, j] + _ZERO
+        if j < N_FEATURES - 1:
+            flat[pos + 2] = _SPACE
+        pos = pos + 3
+    return buf, lengths
+
+
+def canonical_bytes(Q: np.ndarray) -> list[bytes]:
+    """``canonical_q(row).encode()`` for every row of an int (N, 4) q array, in order."""
+    buf, lengths = canonical_buffer(Q)
+    out: list = [b""] * len(lengths)
+    for length in np.unique(lengths).tolist():
+        idx = np.flatnonzero(lengths == length)
+        items = np.ascontiguousarray(buf[idx, :length]).view(f"S{length}").reshape(-1).tolist()
+        for i, b in zip(idx.tolist(), items):
+            out[i] = b
+    return out
+
+
+def digests_of_quantized(Q: np.ndarray, *, chunk_rows: int = HASH_CHUNK_ROWS) -> np.ndarray:
+    """Raw SHA-256 digests (numpy ``S32``, shape (N,)) of the canonical strings of an int (N, 4) q array.
+
+    Strings are built by numpy in fixed-width groups (one group per string
+    length); the only per-row Python is hashlib's call. Note numpy strips
+    trailing zero bytes when it hands out one ``S32`` item: convert with
+    `hex_of_digests` or ``.tobytes()``, never item by item.
+    """
+    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    n = len(Q)
+    out = np.empty((n, 32), dtype=np.uint8)
+    sha = hashlib.sha256
+    for start in range(0, n, chunk_rows):
+        buf, lengths = canonical_buffer(Q[start:start + chunk_rows])
+        uniform = bool(len(lengths)) and lengths.min() == lengths.max()
+        groups = [(int(lengths[0]), None)] if uniform else [
+            (int(length), np.flatnonzero(lengths == length)) for length in np.unique(lengths).tolist()]
+        for length, idx in groups:
+            part = buf if idx is None else buf[idx]
+            items = np.ascontiguousarray(part[:, :length]).view(f"S{length}").reshape(-1).tolist()
+            raw = np.frombuffer(b"".join([sha(b).digest() for b in items]), dtype=np.uint8).reshape(-1, 32)
+            if idx is None:
+                out[start:start + len(raw)] = raw
+            else:
+                out[start + idx] = raw
+    return out.view("S32").reshape(-1)
+
+
+def hex_of_digests(D: np.ndarray) -> list[str]:
+    """Lowercase hex keys (list of str) of an ``S32`` digest array."""
+    h = np.ascontiguousarray(D, dtype="S32").tobytes().hex()
+    return [h[i:i + 64] for i in range(0, len(h), 64)]
+
+
+def hex_array_of_digests(D: np.ndarray) -> np.ndarray:
+    """Lowercase hex keys as a numpy ``U64`` array (256 bytes a key: for small arrays)."""
+    h = np.ascontiguousarray(D, dtype="S32").tobytes().hex().encode("ascii")
+    return np.frombuffer(h, dtype="S64").astype("U64")
+
+
+def digests_of_hex(keys) -> np.ndarray:
+    """``S32`` digests of 64-hex keys (list or array of str); ValueError naming a bad key."""
+    keys = list(keys) if not isinstance(keys, list) else keys
+    if not keys:
+        return np.zeros(0, dtype="S32")
+    joined = "".join(str(k) for k in keys)
+    raw = None
+    if len(joined) == 64 * len(keys):
+        try:
+            raw = bytes.fromhex(joined)
+        except ValueError:
+            raw = None
+    if raw is None or len(raw) != 32 * len(keys):
+        for k in keys:
+            if not (isinstance(k, str) and len(k) == 64 and all(c in "0123456789abcdefABCDEF" for c in k)):
+                raise ValueError(f"{k!r} is not a 64-hex input key")
+        raise ValueError("keys are not 64-hex input keys")  # pragma: no cover
+    return np.frombuffer(raw, dtype="S32").copy()
+
+
+def digests_of_array(X: np.ndarray) -> np.ndarray:
+    """``S32`` digests of the keys of a validated float (N, 4) array, one per row."""
+    return digests_of_quantized(quantize_array(X))
 
 
 def keys_of_quantized(Q: np.ndarray) -> list[str]:
     """Hex keys for an int (N, 4) array of q values."""
-    out = []
-    sha = hashlib.sha256
-    for row in Q.tolist():
-        out.append(sha(canonical_q(row).encode()).hexdigest())
-    return out
-
-
-def unique_quantized(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of Q and, for each input row, the index of its distinct row."""
-    if len(Q) == 0:
-        return Q.reshape(0, N_FEATURES), np.zeros(0, dtype=np.int64)
-    uniq, inverse = np.unique(Q, axis=0, return_inverse=True)
-    return uniq, inverse.reshape(-1)
+    return hex_of_digests(digests_of_quantized(Q))

@@ -36,6 +36,7 @@ def judge_version(version: str, role: str, serving_store: ServingStore, artifact
     a version without ``validated = 1`` in any later run.
     """
     problems, meta = [], {"version": version}
+    artifacts.pull("models", "data/trusted_test_set.npz")
     info = serving_store.version_info(version)
     if info is None:
         problems.append("not registered in the serving store")
@@ -105,6 +106,7 @@ PLAUSIBLE = {  # cm; outside these a value is valid but suspicious
                                                "and implausible (yet valid) values are counted and warned about.")
 def incoming_batch_quality(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> AssetCheckResult:
     partition = context.run.tags.get(PARTITION_TAG)
+    artifacts.pull(f"batches/{partition}")
     d = artifacts.batch_dir(partition)
     batch = serving.load_prepared(d)
     quarantine = serving.read_json(d / "quarantine.json", [])
@@ -126,6 +128,7 @@ def incoming_batch_quality(context: AssetCheckExecutionContext, artifacts: Artif
 def served_answers_consistent(context: AssetCheckExecutionContext, serving_store: ServingStore,
                               artifacts: ArtifactStore) -> AssetCheckResult:
     partition = context.run.tags.get(PARTITION_TAG)
+    artifacts.pull(f"batches/{partition}")
     d = artifacts.batch_dir(partition)
     problems = []
     routing = serving_store.routing()

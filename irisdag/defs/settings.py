@@ -6,6 +6,8 @@ overrides these.
 
 import os
 
+from dagster import Backoff, Jitter, RetryPolicy
+
 STRATEGIES = ("single", "shadow", "ab", "canary", "bandit")
 
 
@@ -30,3 +32,8 @@ MIXTURE = 1.0              # Beta(a, a) mixture of the paired mSPRT
 TRUSTED_GENERATED_ROWS = 1000
 HOLDOUT_FRACTION = 0.2     # real iris rows held out of training for the trusted test set
 SEED = 7
+
+# Redis or the object store may blip (failover, restart): steps that talk to them
+# retry with backoff. Refusals (an unvalidated or tampered model) raise
+# Failure(allow_retries=False) and are never retried.
+REDIS_RETRY = RetryPolicy(max_retries=3, delay=0.5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)

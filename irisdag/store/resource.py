@@ -49,6 +49,8 @@ DECISIONS_KEY = "irisdag:decisions"
 VERSION_PREFIX = "irisdag:version:"
 PRED_PREFIX = "irisdag:pred:"
 EVIDENCE_PREFIX = "irisdag:evidence:"
+EXPERIMENT_PREFIX = "irisdag:experiment:"
+RUN_FAILURES_KEY = "irisdag:run_failures"  # HASH run id -> time its failure was audited
 
 STREAM_MAXLEN = 100_000
 DECISIONS_MAXLEN = 10_000
@@ -187,6 +189,13 @@ def _is_hex_key(key: str) -> bool:
     return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
 
 
+def _digest_array(keys) -> np.ndarray | None:
+    """Keys given as raw SHA-256 digests (a numpy ``S32`` or ``V32`` array), contiguous; else None."""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind in "SV" and keys.dtype.itemsize == 32:
+        return np.ascontiguousarray(keys.reshape(-1))
+    return None
+
+
 def _labels_array(labels, n: int, version: str) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.shape != (n,):
@@ -209,6 +218,144 @@ _PAIR = np.dtype([("head", "V5"), ("key", "V32"), ("mid", "V6"), ("label", "u1")
 _PAIR_HEAD = np.frombuffer(b"$32\r\n", "V5")[0]
 _PAIR_MID = np.frombuffer(b"\r\n$1\r\n", "V6")[0]
 _PAIR_TAIL = np.frombuffer(b"\r\n", "V2")[0]
+
+
+# ---- raw pipelines -------------------------------------------------------------
+# The write and lookup paths pack their commands themselves and read the replies
+# straight off the connection's socket: redis-py's parser costs several
+# microseconds a reply, more than Redis takes to answer one.
+
+def _raw_socket(conn):
+    """The connected socket of a redis-py connection with nothing buffered, or None (then use redis-py)."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return None
+    parser = getattr(conn, "_parser", None)
+    buffer = getattr(parser, "_buffer", None)
+    try:
+        if buffer is not None and hasattr(buffer, "unread_bytes") and buffer.unread_bytes():
+            return None
+    except Exception:  # noqa: BLE001 - parser internals differ (hiredis): let redis-py read
+        return None
+    return sock
+
+
+class _ReplyReader:
+    """RESP2/RESP3 replies from a socket: integers, bulk and simple strings, nulls, booleans,
+    errors (returned, not raised) and arrays of those."""
+
+    __slots__ = ("sock", "buf", "pos")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+
+    def _fill(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except TimeoutError as err:  # socket.timeout
+            raise redis.TimeoutError(f"timeout reading from Redis: {err}") from err
+        except OSError as err:
+            raise redis.ConnectionError(f"error reading from Redis: {err}") from err
+        if not data:
+            raise redis.ConnectionError("Redis closed the connection")
+        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
+        self.pos = 0
+
+    def _line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n", self.pos)
+            if i >= 0:
+                line = self.buf[self.pos:i]
+                self.pos = i + 2
+                return line
+            self._fill()
+
+    def read(self):
+        line = self._line()
+        kind = line[:1]
+        if kind == b":":
+            return int(line[1:])
+        if kind == b"$":
+            n = int(line[1:])
+            if n < 0:
+                return None
+            while len(self.buf) - self.pos < n + 2:
+                self._fill()
+            value = self.buf[self.pos:self.pos + n]
+            self.pos += n + 2
+            return value
+        if kind == b"*":
+            n = int(line[1:])
+            return None if n < 0 else [self.read() for _ in range(n)]
+        if kind == b"_":
+            return None
+        if kind == b"+":
+            return line[1:]
+        if kind == b"#":
+            return line[1:] == b"t"
+        if kind == b"-":
+            return _response_error(line[1:].decode("utf-8", "replace"))
+        raise redis.InvalidResponse(f"unexpected reply from Redis: {line[:40]!r}")
+
+    def read_triples(self):
+        """An array of 3-item arrays of short strings or nulls (the Lua ``lookup``'s reply).
+
+        One compiled regex per entry instead of a call per element; an entry of
+        another shape, or cut by the end of what has arrived, goes through
+        `read`. Values are route names, version ids and labels: never CR or LF.
+        """
+        line = self._line()
+        if line[:1] != b"*":
+            self.pos -= len(line) + 2
+            return self.read()
+        n = int(line[1:])
+        if n < 0:
+            return None
+        out = []
+        match = _TRIPLE.match
+        while len(out) < n:
+            m = match(self.buf, self.pos)
+            if m is None:
+                out.append(self.read())
+                continue
+            out.append(m.groups())
+            self.pos = m.end()
+        return out
+
+    def drained(self) -> bool:
+        return self.pos >= len(self.buf)
+
+
+# One entry of the lookup reply: *3, then three bulk strings or nulls (RESP2 $-1, RESP3 _).
+_TRIPLE = re.compile(rb"\*3\r\n" + rb"(?:\$\d+\r\n([^\r\n]*)|\$-1|_)\r\n" * 3)
+
+
+def _response_error(message: str) -> Exception:
+    """An error reply as redis-py would raise it (NOSCRIPT -> NoScriptError, NOPERM -> ...)."""
+    try:
+        from redis._parsers.base import BaseParser
+
+        return BaseParser.parse_error(message)
+    except Exception:  # noqa: BLE001 - redis-py internals moved: a plain ResponseError
+        return redis.ResponseError(message)
+
+
+def _bulk(arg) -> bytes:
+    b = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def _pack_call(head: Sequence, keys: list[str]) -> bytes:
+    """One command: ``head`` arguments, then ``keys`` (str), as RESP."""
+    out = [b"*%d\r\n" % (len(head) + len(keys))]
+    out += [_bulk(a) for a in head]
+    if keys and all(len(k) == 64 for k in keys) and (joined := "".join(keys)).isascii() and len(joined) == 64 * len(keys):
+        out.append(b"$64\r\n" + "\r\n$64\r\n".join(keys).encode("ascii") + b"\r\n")
+    else:
+        out += [_bulk(k) for k in keys]
+    return b"".join(out)
 
 
 class ServingStore(dg.ConfigurableResource):
@@ -261,6 +408,16 @@ class ServingStore(dg.ConfigurableResource):
     def client(self) -> redis.Redis:
         """The process's redis-py client for this store (bytes responses)."""
         return self._conn().client
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At the start of a run (or sensor tick), before any step: Redis must answer.
+
+        Without this a run with Redis down would run its Redis-free steps (files
+        written, assets materialized) and fail later on a bare socket error that
+        names no URL. Now it fails at resource initialization, changing nothing,
+        with StoreUnavailable naming the URL (never its password).
+        """
+        self.ping()
 
     def ping(self) -> None:
         """Raise StoreUnavailable with a clear message when Redis cannot be reached."""
@@ -438,6 +595,13 @@ class ServingStore(dg.ConfigurableResource):
             raise ValueError(f"version {version} is not registered")
         client.hset(key, mapping={k: _field_value(v) for k, v in fields.items()})
 
+    def served_champion(self) -> tuple[str, str]:
+        """(champion version, its model digest) with HGETs only, as the consumer's ACL allows."""
+        client = self.client()
+        champion = _s(client.hget(ROUTING_KEY, "champion"))
+        digest = _s(client.hget(VERSION_PREFIX + champion, "digest")) if champion else ""
+        return champion, digest
+
     def version_info(self, version: str) -> dict[str, str] | None:
         """The version's metadata hash (str values), or None when unknown."""
         raw = self.client().hgetall(VERSION_PREFIX + version)
@@ -481,6 +645,28 @@ class ServingStore(dg.ConfigurableResource):
                     return
                 except redis.WatchError:
                     continue
+
+    def recount_keys(self, version: str) -> int:
+        """Count the answers Redis holds for a version and store that as its ``keys``; returns it.
+
+        For recovery: a batch retried after its write died mid-way (Redis or
+        the run killed) adds only the keys that were new on the retry, so
+        ``keys`` misses what the dead attempt wrote. One HLEN per shard hash,
+        pipelined (about 1 ms per 2,000 shards).
+        """
+        client = self.client()
+        shards = int(_s(client.hget(VERSION_PREFIX + version, "shards")) or 0)
+        if shards < 1:
+            raise ValueError(f"version {version} is not registered")
+        total = 0
+        names = [pred_key(version, s, ids=ids) for ids in (False, True) for s in range(shards)]
+        for i in range(0, len(names), 20_000):
+            pipe = client.pipeline(transaction=False)
+            for name in names[i:i + 20_000]:
+                pipe.hlen(name)
+            total += int(sum(pipe.execute()))
+        client.hset(VERSION_PREFIX + version, "keys", str(total))
+        return total
 
     def delete_version(self, version: str) -> int:
         """UNLINK a version's metadata and answers; refused while routing names it.
@@ -526,8 +712,13 @@ class ServingStore(dg.ConfigurableResource):
         (ValueError) unless the version is registered and validated.
         Returns how many keys were new to the version (a rewrite counts 0),
         which is what `mark_generation` adds to ``keys``.
+
+        ``keys`` may also be a numpy ``S32`` array of raw digests (what a
+        prepared batch holds): the fast path, with no hex at all.
         """
-        keys = keys if isinstance(keys, list) else list(keys)
+        digests = _digest_array(keys)
+        if digests is None:
+            keys = keys if isinstance(keys, list) else list(keys)
         labels_arr = _labels_array(labels, len(keys), version)
         client = self.client()
         validated, shards = client.hmget(VERSION_PREFIX + version, "validated", "shards")
@@ -539,8 +730,10 @@ class ServingStore(dg.ConfigurableResource):
         n_shards = int(_s(shards) or 0)
         if n_shards < 1:
             raise ValueError(f"version {version} has no shard count; re-register it")
-        if not keys:
+        if len(keys) == 0:
             return 0
+        if digests is not None:
+            return self._write_hex(version, n_shards, digests.tobytes(), labels_arr)
 
         hex_raw = self._hex_keys_raw(keys)
         if hex_raw is not None:
@@ -610,12 +803,31 @@ class ServingStore(dg.ConfigurableResource):
         return self._send_pipelined(version, commands)
 
     def _send_pipelined(self, version: str, commands: list[tuple[bytes, memoryview]]) -> int:
-        """Send pre-packed commands in large writes, reading replies one chunk behind."""
+        """Send pre-packed commands in large writes, reading replies one chunk behind.
+
+        Every reply is an integer (fields added) or an error; they are read off
+        the socket directly (`_ReplyReader`) unless redis-py must (then with
+        ``read_response``). Redis parses chunk i + 1 while Python reads chunk
+        i's replies and joins chunk i + 2.
+        """
         pool = self.client().connection_pool
         conn = pool.get_connection()
         added = 0
-        pending = 0  # commands sent whose replies are unread
+        sock = _raw_socket(conn)
+        reader = _ReplyReader(sock) if sock is not None else None
+
+        def collect(count: int) -> None:
+            nonlocal added
+            for _ in range(count):
+                reply = reader.read() if reader is not None else conn.read_response(disable_decoding=True)
+                if isinstance(reply, Exception):
+                    # Stop at the first refusal (e.g. OOM under noeviction): the disconnect
+                    # below drops what is still queued, and frees its buffers in Redis.
+                    raise reply
+                added += int(reply)
+
         try:
+            pending = 0  # commands sent whose replies are unread
             parts: list = []
             size = in_chunk = 0
             for head, body in commands:
@@ -625,14 +837,14 @@ class ServingStore(dg.ConfigurableResource):
                 in_chunk += 1
                 if size >= WRITE_CHUNK_BYTES:
                     conn.send_packed_command([b"".join(parts)], check_health=False)
-                    for _ in range(pending):  # the previous chunk's replies
-                        added += int(conn.read_response())
+                    collect(pending)  # the previous chunk's replies
                     pending = in_chunk
                     parts, size, in_chunk = [], 0, 0
             if parts:
                 conn.send_packed_command([b"".join(parts)], check_health=False)
-            for _ in range(pending + in_chunk):
-                added += int(conn.read_response())
+            collect(pending + in_chunk)
+            if reader is not None and not reader.drained():
+                conn.disconnect()  # never expected: bytes beyond our replies
         except redis.ResponseError as err:
             conn.disconnect()  # replies still in flight: the connection is out of step
             raise StoreError(f"writing predictions of {version} to {self.label} failed: {err}") from err
@@ -659,19 +871,22 @@ class ServingStore(dg.ConfigurableResource):
         """The served answer per key: {"key", "label", "version", "route"}, in one round trip.
 
         ``label`` is the class name (None for holdout and miss); ``route`` is
-        champion, challenger, holdout or miss.
+        champion, challenger, holdout or miss. Up to LOOKUP_CHUNK keys go in
+        one call of the Lua ``lookup``; more go as several calls in one
+        pipeline, and each call's answers are decoded while Redis runs the next.
         """
         keys = [str(k) for k in keys]
         if not keys:
             return []
         chunks = [keys[i:i + LOOKUP_CHUNK] for i in range(0, len(keys), LOOKUP_CHUNK)]
-        out: list[dict[str, Any]] = []
-        results = self._call_many("lookup", [ROUTING_KEY], chunks, readonly=True)
+        parts: list[list[dict[str, Any]]] = [[] for _ in chunks]
         # Few distinct values come back: decode each once.
         names: dict = {str(i).encode(): label for i, label in enumerate(LABELS)}
         text: dict = {}
-        for chunk, entries in zip(chunks, results):
-            for key, (route, version, label) in zip(chunk, entries):
+
+        def decode(i: int, entries) -> None:
+            out = []
+            for key, (route, version, label) in zip(chunks[i], entries):
                 if label and label not in names:
                     names[label] = _s(label)
                 if version and version not in text:
@@ -680,7 +895,65 @@ class ServingStore(dg.ConfigurableResource):
                     text[route] = _s(route)
                 out.append({"key": key, "label": names[label] if label else None,
                             "version": text[version] if version else None, "route": text[route]})
-        return out
+            parts[i] = out
+
+        self._call_chunks("lookup", [ROUTING_KEY], chunks, decode, readonly=True)
+        return parts[0] if len(parts) == 1 else [d for part in parts for d in part]
+
+    def _call_chunks(self, name: str, keys: Sequence[str], arg_lists: list[list[str]], on_reply, *,
+                     readonly: bool) -> None:
+        """`_call_many` for long argument lists of str: packed here, replies read off the socket
+        and handed to ``on_reply(index, reply)`` as each arrives. Same reload-and-retry rules."""
+        conn = self._conn()
+        self.ensure_functions()
+        for attempt in range(2):
+            if conn.functions:
+                head = ["FCALL_RO" if readonly else "FCALL", name, str(len(keys)), *keys]
+            else:
+                head = ["EVALSHA", _eval_sha(name), str(len(keys)), *keys]
+            payloads = [_pack_call(head, list(args)) for args in arg_lists]
+            pool = conn.client.connection_pool
+            c = pool.get_connection()
+            errors: list[Exception] = []
+            try:
+                sock = _raw_socket(c)
+                reader = _ReplyReader(sock) if sock is not None else None
+                # Keep one call queued behind the one Redis runs: Redis reads a call's
+                # arguments only between calls, so sending them all at once would block
+                # here until the last started, with no reply decoded meanwhile.
+                ahead = 2
+                c.send_packed_command(payloads[:ahead], check_health=False)
+                for i in range(len(payloads)):
+                    if reader is None:
+                        reply = c.read_response(disable_decoding=True)
+                    else:
+                        reply = reader.read_triples() if name == "lookup" else reader.read()
+                    if isinstance(reply, Exception):
+                        errors.append(reply)
+                    elif not errors:
+                        on_reply(i, reply)
+                    if i + ahead < len(payloads):
+                        c.send_packed_command([payloads[i + ahead]], check_health=False)
+                if reader is not None and not reader.drained():
+                    c.disconnect()  # never expected: bytes beyond our replies
+            except redis.ResponseError as err:
+                c.disconnect()  # redis-py raised it with replies unread: out of step
+                errors.append(err)
+            except BaseException:
+                c.disconnect()
+                raise
+            finally:
+                pool.release(c)
+            if not errors:
+                return
+            if attempt == 0 and any(self._is_not_loaded(e) for e in errors):
+                self.ensure_functions(force=True)  # the server lost them (restart, FUNCTION FLUSH)
+                continue
+            if attempt == 0 and conn.functions and any("unknown command" in str(e).lower() for e in errors):
+                conn.functions = False  # guessed >= 7 without INFO; it is not
+                self.ensure_functions(force=True)
+                continue
+            raise errors[0]
 
     # ---- kept inputs -------------------------------------------------------------
 
@@ -755,10 +1028,59 @@ class ServingStore(dg.ConfigurableResource):
             "epoch": str(routing.epoch), "decision_id": decision_id, "run_id": run_id, "time": _now(),
         }, maxlen=STREAM_MAXLEN, approximate=True)
 
+    def audit_event(self, action: str, outcome: str, reason: str = "", *, run_id: str = "",
+                    **fields: Any) -> str:
+        """Append a pipeline event that changes nothing served (e.g. a failed serving-store
+        check) to the audit stream, with the current routing; returns its stream id."""
+        routing = self.routing()
+        entry = {"action": action, "outcome": outcome, "champion": routing.champion,
+                 "previous": routing.previous, "challenger": routing.challenger,
+                 "epoch": str(routing.epoch), "reason": reason, "run_id": run_id, "time": _now()}
+        entry.update({str(k): _field_value(v) for k, v in fields.items()})
+        return _s(self.client().xadd(AUDIT_KEY, entry, maxlen=STREAM_MAXLEN, approximate=True))
+
     def audit(self, count: int = 50) -> list[dict[str, str]]:
         """The newest `count` audit entries, newest last, each with its stream ``id``."""
         entries = self.client().xrevrange(AUDIT_KEY, count=count)
         return [{"id": _s(eid), **_decode_hash(fields)} for eid, fields in reversed(entries)]
+
+    def record_run_failure(self, run_id: str, *, job: str, steps: Sequence[str] = (), assets: Sequence[str] = (),
+                           error: str = "", partition: str = "", failure_reason: str = "",
+                           time: str = "") -> str:
+        """Audit a failed Dagster run, once: an ``irisdag:audit`` entry with action ``run_failure``.
+
+        Returns the new entry's stream id, or "" when this run was already
+        recorded (the run failure sensor may see a run again). The entry and
+        the run's mark in ``irisdag:run_failures`` are written in one MULTI.
+        """
+        if not run_id:
+            raise ValueError("record_run_failure needs the run id")
+        fields = {
+            "action": "run_failure", "outcome": "failed", "run_id": run_id, "job": job or "",
+            "partition": partition or "", "steps": ",".join(steps), "assets": ",".join(assets),
+            "error": (error or "")[:4000], "failure_reason": failure_reason or "", "time": time or _now(),
+        }
+        with self.client().pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(RUN_FAILURES_KEY)
+                    if pipe.hexists(RUN_FAILURES_KEY, run_id):
+                        pipe.unwatch()
+                        return ""
+                    pipe.multi()
+                    pipe.xadd(AUDIT_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    pipe.hset(RUN_FAILURES_KEY, run_id, fields["time"])
+                    return _s(pipe.execute()[0])
+                except redis.WatchError:
+                    continue
+
+    def recorded_run_failures(self, run_ids: Iterable[str]) -> set[str]:
+        """Which of these run ids already have their failure audited."""
+        run_ids = list(run_ids)
+        if not run_ids:
+            return set()
+        seen = self.client().hmget(RUN_FAILURES_KEY, run_ids)
+        return {r for r, t in zip(run_ids, seen) if t is not None}
 
     # ---- misses ----------------------------------------------------------------
 
@@ -828,3 +1150,13 @@ class ServingStore(dg.ConfigurableResource):
         """Every partition's evidence counts for an experiment."""
         raw = self.client().hgetall(EVIDENCE_PREFIX + experiment)
         return {_s(p): json.loads(v) for p, v in sorted(raw.items())}
+
+    def experiment_put(self, experiment: str, fields: dict) -> None:
+        """Record an experiment's settings and its strategy's state (JSON values)."""
+        self.client().hset(EXPERIMENT_PREFIX + experiment,
+                           mapping={k: json.dumps(v, sort_keys=True, default=str) for k, v in fields.items()})
+
+    def experiment_get(self, experiment: str) -> dict | None:
+        """An experiment's settings and state, or None when it was never started."""
+        raw = self.client().hgetall(EXPERIMENT_PREFIX + experiment)
+        return {_s(k): json.loads(v) for k, v in raw.items()} if raw else None

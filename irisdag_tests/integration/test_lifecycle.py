@@ -187,3 +187,31 @@ def _promote_in_child(instance_dir: str, redis_url: str, artifacts_dir: str, bar
     with DagsterInstance.from_config(instance_dir) as instance:
         barrier.wait(timeout=120)
         outcomes.put(job_def.execute_in_process(instance=instance, raise_on_error=False).success)
+
+
+def test_entity_ids_key_the_batch_and_lookup_by_id(lifecycle, tmp_path, monkeypatch, capsys):
+    instance, resources = lifecycle
+    store = resources["serving_store"]
+    source = tmp_path / "users.csv"
+    source.write_text("id,sepal_length,sepal_width,petal_length,petal_width\n"
+                      "u1,5.0,2.9,1.1,0.4\nu2,6.7,3.0,5.2,2.3\nu3,not-a-number,3.0,5.2,2.3\nu1,5.1,3.5,1.4,0.2\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("0\n2\n2\n0\n")
+    config = {"ops": {"incoming_batch": {"config": {"source": str(source)}},
+                      "feedback": {"config": {"source": str(labels)}}}}
+    summary = DemoSummary()
+    materialize_window(["raw_iris", "trusted_test_set", "champion_model", "incoming_batch", "feedback",
+                        "champion_predictions"], window_key(0), instance, resources, summary, config)
+    _ok(summary)
+    d = Path(resources["artifacts"].batch_dir(window_key(0)))
+    assert sorted(np.load(d / "keys.npy").tolist()) == ["id:u1", "id:u2"]   # u3 quarantined, u1's last row wins
+    quarantine = __import__("json").loads((d / "quarantine.json").read_text())
+    assert len(quarantine) == 1 and "not-a-number" in quarantine[0]["reason"]
+    u1, u2, u9 = store.lookup(["id:u1", "id:u2", "id:u9"])
+    assert (u1["label"], u2["label"], u9["route"]) == ("setosa", "virginica", "miss")
+    # The command line, in process, against the same store.
+    from irisdag import cli
+    monkeypatch.setenv("REDIS_URL", store.redis_url)
+    assert cli.main(["lookup", "--id", "u2", "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert out == {"key": "id:u2", "label": "virginica", "version": store.routing().champion, "route": "champion"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -31,11 +32,18 @@ class RedisServer:
 
     ``extra_args`` are appended to the command line and win over the defaults,
     e.g. ``["--appendonly", "yes"]``, ``["--aclfile", path]``,
-    ``["--maxmemory", "50mb"]``.
+    ``["--maxmemory", "50mb"]`` (see ``AOF`` and ``noeviction``).
+    ``password`` sets ``requirepass`` (the default user's password); ``url``
+    then carries it, as REDIS_URL would.
+
+    Faults: ``kill()`` is SIGKILL to this server's own pid (no shutdown, no
+    final save: what the AOF holds is what survives); ``start()`` afterwards
+    brings it back on the same port and folder, reloading its files.
     """
 
     def __init__(self, extra_args: Sequence[str] = (), executable: str | None = None,
-                 directory: str | Path | None = None, start_timeout: float = 20.0):
+                 directory: str | Path | None = None, start_timeout: float = 20.0,
+                 password: str | None = None):
         self.executable = executable or os.environ.get("IRISDAG_TEST_REDIS_SERVER") or DEFAULT_EXECUTABLE
         if not shutil.which(self.executable):
             raise FileNotFoundError(f"redis-server not found at {self.executable}")
@@ -43,12 +51,14 @@ class RedisServer:
         self._own_dir = directory is None
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="irisdag-redis-"))
         self.start_timeout = start_timeout
+        self.password = password
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int:
@@ -60,7 +70,28 @@ class RedisServer:
 
     def client(self, **kwargs) -> redis.Redis:
         """A client of this server (default user)."""
+        kwargs.setdefault("password", self.password)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def info(self, section: str = "default") -> dict:
+        """INFO of this server (one short-lived connection)."""
+        client = self.client(socket_timeout=10)
+        try:
+            return client.info(section)
+        finally:
+            client.close()
+
+    def config_set(self, name: str, value) -> None:
+        """CONFIG SET on this server, e.g. ``config_set("maxmemory", 4 << 20)``."""
+        client = self.client(socket_timeout=10)
+        try:
+            client.config_set(name, value)
+        finally:
+            client.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> "RedisServer":
         """Start on a free port (or the same port again after stop())."""
@@ -75,13 +106,16 @@ class RedisServer:
     def _spawn(self, port: int) -> bool:
         args = [self.executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), *self.extra_args]
+        if self.password:
+            args += ["--requirepass", self.password]
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
         deadline = time.monotonic() + self.start_timeout
-        probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=1)
+        probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=1,
+                            password=self.password)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -112,6 +146,14 @@ class RedisServer:
             proc.kill()
             proc.wait(timeout)
 
+    def kill(self, timeout: float = 20.0) -> None:
+        """SIGKILL this server's own process (by its pid) and reap it: a crash, not a shutdown."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
     def restart(self) -> "RedisServer":
         """Stop and start again on the same port and folder (persistence tests)."""
         self.stop()
@@ -134,3 +176,13 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.cleanup()
+
+
+# Persistence as in production (DESIGN §5: AOF on). "always" fsyncs each write
+# before replying, so a SIGKILL keeps exactly what clients were told was written.
+AOF = ("--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "yes")
+
+
+def noeviction(maxmemory: str | int = 0) -> tuple[str, ...]:
+    """Arguments for a bounded server that refuses writes when full (DESIGN §3)."""
+    return ("--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction")

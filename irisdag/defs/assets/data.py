@@ -12,6 +12,7 @@ from irisdag import serving
 from irisdag.core import generator
 from irisdag.core.batches import read_feature_csv, read_label_csv
 from irisdag.defs import settings
+from irisdag.defs.settings import REDIS_RETRY
 from irisdag.defs.partitions import batch_windows, window_index
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import CLASSES
@@ -33,9 +34,12 @@ def iris_split():
 def feedback_partitions(artifacts: ArtifactStore, before: str | None = None) -> list[str]:
     """Windows whose feedback labels have arrived, oldest first (optionally only those before a window)."""
     out = []
-    for path in sorted(artifacts.batches_root().iterdir()):
-        if (path / "labels.npy").exists() and (before is None or path.name < before):
-            out.append(path.name)
+    for name in artifacts.list_dirs("batches"):
+        if before is not None and name >= before:
+            continue
+        artifacts.pull(f"batches/{name}")
+        if (artifacts.batch_dir(name) / "labels.npy").exists():
+            out.append(name)
     return out
 
 
@@ -62,7 +66,8 @@ def raw_iris(context: AssetExecutionContext, artifacts: ArtifactStore) -> Materi
     X = np.concatenate(xs).astype(np.float64)
     y = np.concatenate(ys).astype(np.int64)
     path = artifacts.data_path("raw_iris.npz")
-    np.savez(path, X=X, y=y)
+    np.savez(path, X=X, y=y, iris_rows=len(y_train))  # the iris table's rows come first
+    artifacts.push("data/raw_iris.npz")
     return MaterializeResult(metadata={
         "path": str(path),
         "rows": len(y),
@@ -87,6 +92,7 @@ def trusted_test_set(artifacts: ArtifactStore) -> MaterializeResult:
     y = np.concatenate([y_hold, y_gen]).astype(np.int64)
     path = artifacts.data_path("trusted_test_set.npz")
     np.savez(path, X=X, y=y)
+    artifacts.push("data/trusted_test_set.npz")
     return MaterializeResult(metadata={
         "path": str(path), "rows": len(y), "real_rows": len(y_hold), "generated_rows": len(y_gen),
         "classes": MetadataValue.json(_class_counts(y)),
@@ -103,6 +109,7 @@ class BatchConfig(Config):
 
 
 @asset(
+    retry_policy=REDIS_RETRY,
     group_name="batches", partitions_def=batch_windows, kinds={"numpy"},
     description=(
         "The inputs to score in one four-hour window: IRISDAG_BATCH_SOURCE when set, else the "
@@ -116,7 +123,7 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
     d = artifacts.batch_dir(partition)
     index = window_index(partition)
     if config.source:
-        batch = read_feature_csv(config.source)
+        batch = read_feature_csv(artifacts.localize(config.source))
         X, ids, quarantine = batch.X, batch.ids, batch.quarantine
         rows_read = batch.rows_read
         origin = config.source
@@ -135,6 +142,7 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
         np.save(d / "truth.npy", np.asarray(truth, dtype=np.int8))  # hidden: arrives later as feedback
     # A re-materialized window may have changed source: drop the other source's file.
     (d / ("truth.npy" if config.source else "positions.npy")).unlink(missing_ok=True)
+    artifacts.push(f"batches/{partition}")
     kept_index = serving_store.partition_index(partition)
     return MaterializeResult(metadata={
         "source": origin,
@@ -173,10 +181,11 @@ class FeedbackConfig(Config):
         "labels of quarantined rows are set aside with them."),
 )
 def feedback(context: AssetExecutionContext, config: FeedbackConfig, artifacts: ArtifactStore) -> MaterializeResult:
+    artifacts.pull(f"batches/{context.partition_key}")
     d = artifacts.batch_dir(context.partition_key)
     batch = serving.load_prepared(d)
     if config.source:
-        all_labels = read_label_csv(config.source)
+        all_labels = read_label_csv(artifacts.localize(config.source))
         positions_path = d / "positions.npy"
         if not positions_path.exists():
             raise ValueError(
@@ -199,4 +208,5 @@ def feedback(context: AssetExecutionContext, config: FeedbackConfig, artifacts: 
     if len(labels) != len(batch):
         raise ValueError(f"{len(labels)} labels for {len(batch)} scored rows in window {context.partition_key}")
     np.save(d / "labels.npy", labels.astype(np.int8))
+    artifacts.push(f"batches/{context.partition_key}/labels.npy")
     return MaterializeResult(metadata={"rows": len(labels), "classes": MetadataValue.json(_class_counts(labels))})

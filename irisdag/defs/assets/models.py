@@ -11,6 +11,7 @@ from pydantic import Field
 from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.defs import settings
+from irisdag.defs.settings import REDIS_RETRY
 from irisdag.defs.assets.data import raw_iris
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import import_model, save_model
@@ -60,6 +61,7 @@ class ChampionConfig(Config):
 
 
 @asset(
+    retry_policy=REDIS_RETRY,
     group_name="models", kinds={"xgboost"}, deps=[raw_iris],
     description=(
         "The serving model. Once routing serves a champion this is that version (promotions "
@@ -69,13 +71,14 @@ class ChampionConfig(Config):
 )
 def champion_model(context: AssetExecutionContext, config: ChampionConfig, artifacts: ArtifactStore,
                    serving_store: ServingStore) -> MaterializeResult:
+    artifacts.pull("models")
     served = serving_store.routing().champion
     if served:
         version, source = served, "routing (the champion being served)"
         info = serving_store.version_info(version) or {}
     else:
         if config.model_path:
-            art = import_model(config.model_path, artifacts.models_dir(), source=config.model_path)
+            art = import_model(artifacts.localize(config.model_path), artifacts.models_dir(), source=config.model_path)
             source = f"imported from {config.model_path}"
         else:
             from irisdag.defs.assets.data import iris_split
@@ -89,6 +92,7 @@ def champion_model(context: AssetExecutionContext, config: ChampionConfig, artif
         serving_store.register_version(version, art.digest, role="champion", extra={"source": source})
         info = serving_store.version_info(version) or {}
     write_pointer(artifacts, CHAMPION_POINTER, version)
+    artifacts.push("models")
     return MaterializeResult(metadata={
         "version": version,
         "source": source,
@@ -101,9 +105,12 @@ class ChallengerConfig(Config):
     seed: int = Field(default=settings.SEED, description="Training seed (training is deterministic).")
     max_depth: int = Field(default=3, description="XGBoost max_depth.")
     rounds: int = Field(default=50, description="Boosting rounds.")
+    include_feedback: bool = Field(default=True, description="Train on the accumulated feedback too; False trains "
+                                                             "on the iris table alone (a feedback-free baseline).")
 
 
 @asset(
+    retry_policy=REDIS_RETRY,
     group_name="models", kinds={"xgboost"}, deps=[raw_iris],
     description=(
         "A challenger retrained with XGBoost on the labelled training table (iris table plus "
@@ -112,8 +119,11 @@ class ChallengerConfig(Config):
 )
 def challenger_model(context: AssetExecutionContext, config: ChallengerConfig, artifacts: ArtifactStore,
                      serving_store: ServingStore) -> MaterializeResult:
+    artifacts.pull("models", "data/raw_iris.npz")
     data = np.load(artifacts.data_path("raw_iris.npz"))
     X, y = data["X"], data["y"]
+    if not config.include_feedback:
+        X, y = X[: int(data["iris_rows"])], y[: int(data["iris_rows"])]
     params = {"max_depth": config.max_depth, "num_boost_round": config.rounds}
     booster = train_model(X, y, seed=config.seed, params=params)
     art = save_model(booster, artifacts.models_dir(),
@@ -122,6 +132,7 @@ def challenger_model(context: AssetExecutionContext, config: ChallengerConfig, a
     serving_store.register_version(art.version, art.digest, role="challenger",
                                    extra={"source": "retrained on raw_iris", "trained_rows": str(len(y))})
     write_pointer(artifacts, CHALLENGER_POINTER, art.version)
+    artifacts.push("models")
     info = serving_store.version_info(art.version) or {}
     return MaterializeResult(metadata={
         "version": art.version,

@@ -8,10 +8,13 @@ serving store; a per-window file keeps each row's answer for the comparison.
 
 import secrets
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
 
 from irisdag.store.resource import ServingStore
 from irisdag import serving
+from irisdag.core.decision import utc_now
+from irisdag.core.experiments import ExperimentPlan, initial_shares, initial_state
 from irisdag.defs import settings
 from irisdag.defs.assets.data import incoming_batch
 from irisdag.defs.assets.models import (
@@ -19,15 +22,30 @@ from irisdag.defs.assets.models import (
 )
 from irisdag.defs.partitions import batch_windows
 from irisdag.defs.resources import ArtifactStore
-from irisdag.models.artifacts import load_model
+from irisdag.models.artifacts import DigestMismatch, load_model
+from irisdag.defs.settings import REDIS_RETRY
 
 
-class RefusedVersion(Exception):
-    """A version that may not be scored (no passing verdict, rolled back, tampered)."""
+class RefusedVersion(Failure):
+    """A version that may not be scored or routed: final, never retried."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
 
 
 def load_checked(serving_store: ServingStore, artifacts: ArtifactStore, version: str):
-    """Load a version's model after checking its verdict and its digest."""
+    """Load a version's model after checking its verdict and its digest.
+
+    A refusal fails the step for good (``allow_retries=False``): retrying a
+    tampered or unvalidated model cannot help, unlike a Redis blip.
+    """
+    try:
+        return _load_checked(serving_store, artifacts, version)
+    except DigestMismatch as err:
+        raise RefusedVersion(str(err)) from err
+
+
+def _load_checked(serving_store: ServingStore, artifacts: ArtifactStore, version: str):
     info = serving_store.version_info(version)
     if info is None:
         raise RefusedVersion(f"model version {version} is not registered in the serving store")
@@ -40,16 +58,19 @@ def load_checked(serving_store: ServingStore, artifacts: ArtifactStore, version:
 
 
 def score_version_for_window(context, serving_store: ServingStore, artifacts: ArtifactStore, version: str) -> dict:
+    artifacts.pull("models", *[f"batches/{p}" for p in serving_store.kept_partitions()])
     booster = load_checked(serving_store, artifacts, version)
     summary = serving.bring_up_to_date(serving_store, booster, version, artifacts.batches_root(), log=context.log.info)
     d = artifacts.batch_dir(context.partition_key)
     if not serving.predictions_path(d, version).exists():
         # This window was re-materialized after the version covered it: answer it again.
         serving.score_batch(serving_store, booster, version, d)
+    artifacts.push("batches")  # the per-window answer files the comparison reads
     return summary
 
 
 @asset(
+    retry_policy=REDIS_RETRY,
     group_name="predictions", partitions_def=batch_windows, kinds={"redis"},
     deps=[champion_model, incoming_batch],
     description=(
@@ -89,43 +110,99 @@ def champion_predictions(context: AssetExecutionContext, artifacts: ArtifactStor
     })
 
 
+class ExperimentConfig(Config):
+    """How a new challenger is tested (fixed when its experiment starts)."""
+
+    strategy: str = Field(default=settings.default_strategy(),
+                          description="single, shadow, ab, canary or bandit (default: IRISDAG_STRATEGY, else shadow).")
+    feedback: str = Field(default="label", description="label (true labels: paired evidence) or outcome "
+                                                       "(depends on what was served: each arm's own traffic).")
+    holdout_bp: int = Field(default=0, description="Basis points of traffic that bypass every model (route holdout).")
+    alpha: float = Field(default=settings.ALPHA, description="The bound on the error the strategy controls.")
+    canary_steps_bp: list[int] = Field(default=[500, 2500, 5000, 10000], description="Canary ramp steps (basis points).")
+    min_rows_per_step: int = Field(default=500, description="Canary: judged rows before a step may ramp.")
+    delta: float = Field(default=0.01, description="Canary: non-inferiority margin (accuracy).")
+    ab_share_bp: int = Field(default=5000, description="A/B: the challenger's share.")
+    ab_power: float = Field(default=0.8, description="A/B: power of the planned test.")
+    ab_baseline: float = Field(default=0.90, description="A/B: the champion accuracy the plan assumes.")
+    ab_min_effect: float = Field(default=0.02, description="A/B: the smallest accuracy gain worth detecting.")
+    ab_discordant: float = Field(default=0.10, description="A/B (label feedback): planned share of discordant rows.")
+    bandit_threshold: float = Field(default=0.95, description="Bandit: P(best) that triggers the confirmatory test.")
+    extra_arms: list[str] = Field(default=[], description="Bandit: more validated challenger versions to include.")
+
+    def plan(self, arms) -> ExperimentPlan:
+        return ExperimentPlan(
+            strategy=self.strategy, feedback=self.feedback, arms=tuple(arms), holdout_bp=self.holdout_bp,
+            alpha=self.alpha, canary_steps_bp=tuple(self.canary_steps_bp), min_rows_per_step=self.min_rows_per_step,
+            delta=self.delta, ab_share_bp=self.ab_share_bp, ab_power=self.ab_power, ab_baseline=self.ab_baseline,
+            ab_min_effect=self.ab_min_effect, ab_discordant=self.ab_discordant,
+            bandit_threshold=self.bandit_threshold)
+
+
+def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan) -> str:
+    """Route the new experiment in one compare-and-set and record its plan; returns its id (the salt)."""
+    routing = serving_store.routing()
+    salt = secrets.token_hex(8)
+    ok, reason, _ = serving_store.set_routing(
+        routing.epoch, {"challenger": plan.arms[0], "strategy": plan.strategy, "salt": salt,
+                        "holdout_bp": plan.holdout_bp, "shares": initial_shares(plan)},
+        action="start", run_id=context.run_id)
+    if not ok:
+        raise RefusedVersion(f"could not start the {plan.strategy} experiment for {plan.arms[0][:12]}…: {reason}")
+    serving_store.experiment_put(salt, {"plan": plan.to_dict(), "state": initial_state(plan),
+                                        "champion": routing.champion, "started_at": utc_now()})
+    for arm in plan.arms:
+        serving_store.set_version_fields(arm, lifecycle=plan.strategy)
+    return salt
+
+
 @asset(
+    retry_policy=REDIS_RETRY,
     group_name="predictions", partitions_def=batch_windows, kinds={"redis"},
     deps=[challenger_model, incoming_batch],
     description=(
-        "The challenger's answers, scored in shadow over every row of this window (and "
-        "backfilled over every kept window), so that promotion finds it complete. Scoring is "
-        "refused for a version without a passing validity verdict, in any run."),
+        "The challenger's answers (every bandit arm's too) over every row of this window, "
+        "backfilled over every kept window so it is complete before it serves anyone. A new "
+        "challenger starts its experiment here: the strategy (single, shadow, A/B, canary, "
+        "bandit) and its split are fixed and routed in one compare-and-set. Scoring is refused "
+        "for a version without a passing validity verdict, in any run."),
 )
-def challenger_predictions(context: AssetExecutionContext, artifacts: ArtifactStore, serving_store: ServingStore) -> MaterializeResult:
+def challenger_predictions(context: AssetExecutionContext, config: ExperimentConfig, artifacts: ArtifactStore,
+                           serving_store: ServingStore) -> MaterializeResult:
     challenger = read_pointer(artifacts, CHALLENGER_POINTER)
     routing = serving_store.routing()
     if not challenger:
         raise RefusedVersion("no challenger model: materialize challenger_model first")
+    if not routing.champion:
+        raise RefusedVersion("nothing is served yet: champion_predictions must run first")
     info = serving_store.version_info(challenger) or {}
-    if challenger == routing.champion:
-        return MaterializeResult(metadata={"challenger": challenger, "note": "the challenger is the serving champion; nothing to score"})
-    if info.get("lifecycle") in ("rolled_back", "aborted"):
-        return MaterializeResult(metadata={
-            "challenger": challenger,
-            "note": f"challenger was {info['lifecycle'].replace('_', ' ')}; retrain to test a new one"})
-    summary = score_version_for_window(context, serving_store, artifacts, challenger)
-    if routing.champion and routing.challenger != challenger:
-        ok, reason, _ = serving_store.set_routing(
-            routing.epoch, {"challenger": challenger, "strategy": settings.default_strategy(),
-                            "salt": secrets.token_hex(8)},
-            action="start", run_id=context.run_id)
-        if not ok:
-            raise RefusedVersion(f"could not start the experiment for {challenger[:12]}…: {reason}")
-    serving_store.set_version_fields(challenger, lifecycle="shadow")
+    experiment = serving_store.experiment_get(routing.salt) if routing.salt else None
+    running = experiment is not None and challenger in experiment["plan"]["arms"] and routing.challenger
+    if challenger == routing.champion or (not running and info.get("lifecycle") in ("rolled_back", "aborted", "promoted")):
+        note = ("the challenger is the serving champion" if challenger == routing.champion else
+                f"the challenger was {info['lifecycle'].replace('_', ' ')}; retrain to test a new one")
+        return MaterializeResult(metadata={"challenger": challenger, "note": note})
+    arms = list(experiment["plan"]["arms"]) if running else [challenger, *config.extra_arms]
+    summaries = {arm: score_version_for_window(context, serving_store, artifacts, arm) for arm in arms}
+    started = False
+    if not running:
+        start_experiment(context, serving_store, config.plan(arms))
+        started = True
+    # The routing this window's traffic is served under (outcome feedback is judged by it).
     d = artifacts.batch_dir(context.partition_key)
-    labels = serving.load_row_predictions(d, challenger)
+    serving.write_json(d / "routing.json", serving_store.routing().to_hash())
+    artifacts.push(f"batches/{context.partition_key}/routing.json")
+    routing = serving_store.routing()
     info = serving_store.version_info(challenger) or {}
     return MaterializeResult(metadata={
         "challenger": challenger,
-        "rows_scored": len(labels),
+        "arms": MetadataValue.json(arms),
+        "strategy": routing.strategy,
+        "shares": MetadataValue.json(dict(routing.shares)),
+        "experiment_started": started,
+        "rows_scored": len(serving.load_prepared(d)),
         "keys_in_version": int(info.get("keys", 0)),
         "generation": int(info.get("generation", 0)),
         "complete": info.get("complete") == "1",
-        "backfilled_windows": MetadataValue.json(summary["scored_partitions"]),
+        "backfilled_windows": MetadataValue.json({a[:12]: s["scored_partitions"] for a, s in summaries.items()}),
     })
