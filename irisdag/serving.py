@@ -577,6 +577,10 @@ def bring_up_to_date(store, booster, version: str, batches_root: Path, log=None)
             continue
         n, _ = score_batch(store, booster, version, batches_root / partition)
         store.mark_generation(version, index, n)
+        if index == done + 1:
+            # This batch may be a retry of a write that died mid-way: `keys` added only
+            # what was new this time, so count what Redis really holds (one HLEN a shard).
+            store.recount_keys(version)
         scored.append(partition)
         written += n
         if log:

@@ -46,7 +46,10 @@ def check_value(x, position: int, row: int | None = None, shown=None) -> float:
     name = repr(x if shown is None else shown)
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise InputError(f"{name} is not a number", value=x, position=position, row=row)
-    xf = float(x)
+    try:
+        xf = float(x)
+    except OverflowError:  # a Python int beyond the double range
+        raise InputError(f"{name} is out of bounds (|x| must be < 1e6)", value=x, position=position, row=row) from None
     if math.isnan(xf):
         raise InputError(f"{name} is NaN", value=x, position=position, row=row)
     if math.isinf(xf):

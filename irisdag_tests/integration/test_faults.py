@@ -234,10 +234,6 @@ def test_sigkill_mid_write_never_serves_the_partial_version_and_retry_completes_
     client.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (irisdag/serving.py bring_up_to_date + ServingStore.mark_generation): a batch retried after a write "
-    "died mid-way adds only the keys that were new on the retry, so the version's `keys` undercounts by "
-    "what the dead attempt had written. Fix: see ServingStore.recount_keys and the report."))
 def test_keys_count_is_right_after_a_retried_partial_write(servers, tmp_path):
     server = servers()
     store = ServingStore(redis_url=server.url)

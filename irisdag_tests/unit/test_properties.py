@@ -197,9 +197,6 @@ def test_the_documented_examples():
         "d8c77d145fb8bc961f190b590e08a4056a61ece47304cae94d1f6d2c9e69d7da"
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "BUG (irisdag/core/keys.py check_value): float(x) of a Python int beyond the double range raises "
-    "OverflowError instead of InputError('... is out of bounds'). Fix: catch OverflowError around float(x)."))
 @settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.generate])
 @given(st.integers(min_value=2**1024, max_value=2**2000), st.integers(0, 3))
 @example(10**400, 0)

@@ -379,4 +379,5 @@ end
 -- @@entry-points: Redis >= 7 only; the EVAL form for Redis 6.2 stops here.
 redis.register_function { function_name = 'lookup', callback = lookup, flags = { 'no-writes' } }
 redis.register_function { function_name = 'buckets', callback = buckets, flags = { 'no-writes' } }
-redis.register_function { function_name = 'route', callback = route }
+-- allow-oom: a full store must still be able to roll back or abort (one HSET and a capped XADD).
+redis.register_function { function_name = 'route', callback = route, flags = { 'allow-oom' } }
