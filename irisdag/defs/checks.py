@@ -142,8 +142,8 @@ def served_answers_consistent(context: AssetCheckExecutionContext, serving_store
     if not labels_ok:
         problems.append(f"labels outside the class set: {sorted(set(np.unique(stored).tolist()))}")
     rng = np.random.default_rng(0)
-    sample = rng.choice(len(batch.keys), size=min(500, len(batch.keys)), replace=False)
-    results = serving_store.lookup(batch.keys[sample].tolist())
+    sample = rng.choice(batch.n_keys, size=min(500, batch.n_keys), replace=False)
+    results = serving_store.lookup(batch.key_list(sample))
     answered = [r for r in results if r["label"] is not None]
     mismatched = [r["key"] for r, i in zip(results, sample)
                   if r["version"] == routing.champion and r["label"] != CLASSES[int(stored[i])]]

@@ -62,8 +62,9 @@ def test_demo_on_the_embedded_default_then_lookup_status_rollback(home):
     artifacts = Path(home["IRISDAG_HOME"]) / "artifacts" / "batches"
     import numpy as np
     window = sorted(p for p in artifacts.iterdir())[-1]
-    key = str(np.load(window / "keys.npy")[0])
-    quantized = np.load(window / "Xq.npy")[0]
+    from irisdag import serving
+    batch = serving.load_prepared(window)
+    key, quantized = batch.key_list([0])[0], batch.Xq[0]
     lookup = json.loads(run(home, "lookup", *[f"{v:.1f}" for v in quantized], "--json").stdout)
     assert lookup["key"] == key and lookup["version"] == champion and lookup["route"] == "champion"
     assert lookup["label"] in ("setosa", "versicolor", "virginica")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from dagster import RunRequest, build_sensor_context, instance_for_test
 
+from irisdag import serving
 from irisdag.core import keys as keyscheme
 from irisdag.defs.partitions import window_key
 from irisdag.defs.resources import ArtifactStore
@@ -70,7 +71,7 @@ def test_whole_graph_promotion_and_rollback(lifecycle):
 
     # A lookup now answers with the challenger's label and version.
     d = Path(resources["artifacts"].batch_dir(window_key(3)))
-    keys = np.load(d / "keys.npy")
+    keys = serving.load_prepared(d).keys
     challenger_labels = np.load(d / f"pred-{challenger}.npy")
     champion_labels = np.load(d / f"pred-{champion}.npy")
     differs = np.flatnonzero(challenger_labels != champion_labels)
@@ -111,8 +112,8 @@ def test_course_model_and_course_batch(lifecycle):
     import hashlib
     assert champion == hashlib.sha256((COURSE / "model.json").read_bytes()).hexdigest()
     d = Path(resources["artifacts"].batch_dir(window_key(0)))
-    assert len(np.load(d / "inverse.npy")) == 1050          # the first row is data, not a header
-    assert len(np.load(d / "keys.npy")) == 1033             # duplicates stored once
+    assert len(serving.load_prepared(d)) == 1050          # the first row is data, not a header
+    assert serving.load_prepared(d).n_keys == 1033             # duplicates stored once
     assert int(store.version_info(champion)["keys"]) == 1033
     [first] = store.lookup([keyscheme.input_key([5.0, 2.9, 1.1, 0.4])])
     assert first == {"key": "d8c77d145fb8bc961f190b590e08a4056a61ece47304cae94d1f6d2c9e69d7da",
@@ -204,7 +205,7 @@ def test_entity_ids_key_the_batch_and_lookup_by_id(lifecycle, tmp_path, monkeypa
                         "champion_predictions"], window_key(0), instance, resources, summary, config)
     _ok(summary)
     d = Path(resources["artifacts"].batch_dir(window_key(0)))
-    assert sorted(np.load(d / "keys.npy").tolist()) == ["id:u1", "id:u2"]   # u3 quarantined, u1's last row wins
+    assert sorted(serving.load_prepared(d).keys.tolist()) == ["id:u1", "id:u2"]   # u3 quarantined, u1's last row wins
     quarantine = __import__("json").loads((d / "quarantine.json").read_text())
     assert len(quarantine) == 1 and "not-a-number" in quarantine[0]["reason"]
     u1, u2, u9 = store.lookup(["id:u1", "id:u2", "id:u9"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from dagster import instance_for_test
 
+from irisdag import serving
 from irisdag.core.routing import route_key
 from irisdag.defs.partitions import window_key
 from irisdag.defs.resources import ArtifactStore
@@ -63,7 +64,7 @@ class Pipeline:
 
     def batch_keys(self, window=None):
         d = Path(self.resources["artifacts"].batch_dir(window_key(self.window - 1 if window is None else window)))
-        return [str(k) for k in np.load(d / "keys.npy")]
+        return serving.load_prepared(d).key_list()
 
     def assert_lookups_follow_routing(self):
         """Served answers follow the routing: the Lua lookup equals the Python reference for every key."""

@@ -24,13 +24,14 @@ def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms,
     d = artifacts.batch_dir(partition)
     batch = serving.load_prepared(d)
     truth = np.load(d / "labels.npy").astype(np.int64)
-    row_keys = batch.keys[batch.inverse]
+    inverse = np.asarray(batch.inverse)
     trained = load_trained_keys(artifacts, champion)
     for arm in arms:
         trained = np.union1d(trained, load_trained_keys(artifacts, arm))
-    judged = ~np.isin(row_keys, trained)
+    judged = ~batch.isin(trained)[inverse]
     snapshot = serving.read_json(d / "routing.json")
-    served_by = experiments.served_routes(row_keys, Routing.from_hash(snapshot) if snapshot else routing)
+    # Routing depends on the key only: route each distinct key once, then spread to rows.
+    served_by = experiments.served_routes(batch.keys, Routing.from_hash(snapshot) if snapshot else routing)[inverse]
     ev = experiments.count_window(
         truth, serving.load_row_predictions(d, champion).astype(np.int64),
         {arm: serving.load_row_predictions(d, arm).astype(np.int64) for arm in arms}, served_by, judged)

@@ -10,7 +10,7 @@ from pydantic import Field
 from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.core import generator
-from irisdag.core.batches import read_feature_csv, read_label_csv
+from irisdag.core.batches import read_label_csv
 from irisdag.defs import settings
 from irisdag.defs.settings import REDIS_RETRY
 from irisdag.defs.partitions import batch_windows, window_index
@@ -123,21 +123,18 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
     d = artifacts.batch_dir(partition)
     index = window_index(partition)
     if config.source:
-        batch = read_feature_csv(artifacts.localize(config.source))
-        X, ids, quarantine = batch.X, batch.ids, batch.quarantine
-        rows_read = batch.rows_read
+        # Streamed in chunks into the prepared files: memory stays flat as batches grow.
+        summary = serving.prepare_source(artifacts.localize(config.source), d)
+        quarantine, rows_read, truth = summary["quarantine"], summary["rows_read"], None
         origin = config.source
-        truth = None
-        # Which data rows of the source were good, so feedback labels align row for row.
-        np.save(d / "positions.npy", np.asarray(batch.positions, dtype=np.int64))
     else:
         t = min(1.0, index / max(1, config.drift_windows))
         X, truth = generator.generate(config.rows, seed=settings.SEED * 100_003 + index, drift=config.drift, t=t)
-        ids, quarantine, rows_read = None, [], len(X)
+        quarantine, rows_read = [], len(X)
         origin = f"generator(seed={settings.SEED}, window={index}, drift={config.drift}, t={t:.3f})"
-    prepared = serving.prepare(X, ids)
-    serving.save_prepared(d, prepared)
-    serving.write_json(d / "quarantine.json", quarantine)
+        serving.prepare_array(d, X)
+        serving.write_json(d / "quarantine.json", quarantine)
+    prepared = serving.load_prepared(d)
     if truth is not None:
         np.save(d / "truth.npy", np.asarray(truth, dtype=np.int8))  # hidden: arrives later as feedback
     # A re-materialized window may have changed source: drop the other source's file.
@@ -149,8 +146,8 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
         "rows_read": rows_read,
         "rows_good": len(prepared),
         "rows_quarantined": len(quarantine),
-        "distinct_keys": len(prepared.keys),
-        "keyed_by": "id" if ids is not None else "iris-r1 feature hash",
+        "distinct_keys": prepared.n_keys,
+        "keyed_by": "id" if prepared.keyed_by_id else "iris-r1 feature hash",
         "kept_input_generation": kept_index,
         "quarantine": MetadataValue.md(_quarantine_md(quarantine)),
     })

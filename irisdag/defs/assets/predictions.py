@@ -102,7 +102,7 @@ def champion_predictions(context: AssetExecutionContext, artifacts: ArtifactStor
         "champion": champion,
         "previous": routing.previous or "",
         "rows_scored": len(labels),
-        "distinct_keys": int(len(serving.load_prepared(d).keys)),
+        "distinct_keys": int(serving.load_prepared(d).n_keys),
         "keys_in_version": int(info.get("keys", 0)),
         "generation": int(info.get("generation", 0)),
         "backfilled_windows": MetadataValue.json({v[:12]: s["scored_partitions"] for v, s in summaries.items()}),
