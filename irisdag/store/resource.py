@@ -465,6 +465,17 @@ class ServingStore(dg.ConfigurableResource):
                 pass  # a consumer user calls what the pipeline loaded
             conn.loaded = True
 
+    def _reload_after(self, errors: list, conn: _Conn) -> bool:
+        """Whether a failed Lua call is worth one retry after reloading the library."""
+        if any(self._is_not_loaded(e) for e in errors):
+            self.ensure_functions(force=True)  # the server lost them (restart, FUNCTION FLUSH)
+            return True
+        if conn.functions and any("unknown command" in str(e).lower() for e in errors):
+            conn.functions = False  # guessed >= 7 without INFO; it is not
+            self.ensure_functions(force=True)
+            return True
+        return False
+
     @staticmethod
     def _is_not_loaded(err: Exception) -> bool:
         text = str(err).lower()
@@ -488,12 +499,7 @@ class ServingStore(dg.ConfigurableResource):
             errors = [r for r in results if isinstance(r, Exception)]
             if not errors:
                 return results
-            if attempt == 0 and any(self._is_not_loaded(e) for e in errors):
-                self.ensure_functions(force=True)  # the server lost them (restart, FUNCTION FLUSH)
-                continue
-            if attempt == 0 and conn.functions and any("unknown command" in str(e).lower() for e in errors):
-                conn.functions = False  # guessed >= 7 without INFO; it is not
-                self.ensure_functions(force=True)
+            if attempt == 0 and self._reload_after(errors, conn):
                 continue
             raise errors[0]
         raise AssertionError("unreachable")
@@ -946,12 +952,7 @@ class ServingStore(dg.ConfigurableResource):
                 pool.release(c)
             if not errors:
                 return
-            if attempt == 0 and any(self._is_not_loaded(e) for e in errors):
-                self.ensure_functions(force=True)  # the server lost them (restart, FUNCTION FLUSH)
-                continue
-            if attempt == 0 and conn.functions and any("unknown command" in str(e).lower() for e in errors):
-                conn.functions = False  # guessed >= 7 without INFO; it is not
-                self.ensure_functions(force=True)
+            if attempt == 0 and self._reload_after(errors, conn):
                 continue
             raise errors[0]
 
