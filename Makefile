@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test ui status benchmark clean
+.PHONY: install system-deps demo test ui status benchmark clean
 
 $(BIN)/irisdag: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ install: $(BIN)/irisdag
 demo: install
 	$(BIN)/irisdag demo
 
-test: install
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: install system-deps
 	$(BIN)/python -m pytest irisdag_tests -q -p no:cacheprovider
 
 ui: install
@@ -28,3 +31,6 @@ status: install
 
 clean:
 	rm -rf .irisdag
+
+benchmark: install
+	$(BIN)/python -m benchmarks
