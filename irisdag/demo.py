@@ -44,10 +44,7 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
         before = len(summary.failures)
         for ev in result.all_events:
             if ev.event_type_value == "STEP_FAILURE":
-                err = ev.event_specific_data.error
-                while err is not None and err.cause is not None:  # the user's error, not Dagster's wrapper
-                    err = err.cause
-                msg = err.message.strip().splitlines()[-1] if err else "failed"
+                msg = _user_error(ev.event_specific_data.error)
                 if not any(ev.step_key in f for f in summary.failures):
                     summary.failures.append(f"step {ev.step_key} failed in window {partition}: {msg}")
         if len(summary.failures) == before:  # failed before any step ran (e.g. a resource could not start)
@@ -56,14 +53,21 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
     return result
 
 
+def _user_error(err) -> str:
+    """The last line of the first error below Dagster's own wrappers (the user's, not the framework's)."""
+    if err is None:
+        return "failed"
+    while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
+        err = err.cause
+    return err.message.strip().splitlines()[-1]
+
+
 def _run_failure(result) -> str:
-    """The user-facing error of a run that failed outside any step (e.g. a resource could not start)."""
+    """The error of a run that failed outside any step (e.g. a resource could not start)."""
     for ev in result.all_events:
         err = getattr(ev.event_specific_data, "error", None)
         if ev.is_failure and err is not None:
-            while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
-                err = err.cause
-            return err.message.strip().splitlines()[-1]
+            return _user_error(err)
     return "failed (see the run's events)"
 
 

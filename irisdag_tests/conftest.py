@@ -30,3 +30,18 @@ def redis_url(redis_server):
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def dagster_env(tmp_path, redis_url):
+    """A real (temporary) Dagster instance and the pipeline's resources on the test's Redis."""
+    from dagster import instance_for_test
+
+    from irisdag.defs.resources import ArtifactStore
+    from irisdag.store.resource import ServingStore
+
+    resources = {"serving_store": ServingStore(redis_url=redis_url),
+                 "artifacts": ArtifactStore(base_dir=str(tmp_path / "artifacts"))}
+    (tmp_path / "dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance, resources

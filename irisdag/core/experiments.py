@@ -13,7 +13,7 @@ import numpy as np
 
 from irisdag.core import strategies
 from irisdag.core.decision import DecisionRecord, utc_now
-from irisdag.core.routing import Routing, bucket, route_bucket
+from irisdag.core.routing import Routing, route_key
 
 STRATEGIES = ("single", "shadow", "ab", "canary", "bandit")
 FEEDBACK_KINDS = ("label", "outcome")
@@ -93,15 +93,11 @@ def initial_shares(plan: ExperimentPlan) -> list[tuple[str, int]]:
 
 
 def served_routes(keys, routing: Routing) -> np.ndarray:
-    """For each row's key, the version that served it under ``routing`` ('' = held out)."""
+    """For each key, the version that served it under ``routing`` ('' = held out)."""
     out = np.empty(len(keys), dtype=object)
-    plain = routing.holdout_bp == 0 and not routing.shares
     for i, key in enumerate(keys):
-        if plain:
-            out[i] = routing.champion
-        else:
-            route, version = route_bucket(bucket(routing.salt, str(key)), routing)
-            out[i] = "" if route == "holdout" else version
+        route, version = route_key(str(key), routing)
+        out[i] = "" if route == "holdout" else version
     return out
 
 

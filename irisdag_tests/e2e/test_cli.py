@@ -60,7 +60,6 @@ def test_demo_on_the_embedded_default_then_lookup_status_rollback(home):
 
     # A served key (taken from what the pipeline stored) answers from the champion.
     artifacts = Path(home["IRISDAG_HOME"]) / "artifacts" / "batches"
-    import numpy as np
     window = sorted(p for p in artifacts.iterdir())[-1]
     from irisdag import serving
     batch = serving.load_prepared(window)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import RunRequest, build_sensor_context, instance_for_test
+from dagster import RunRequest, build_sensor_context
 
 from irisdag import serving
 from irisdag.core import keys as keyscheme
@@ -27,12 +27,8 @@ DRIFTING = {"ops": {"incoming_batch": {"config": {"rows": 1500, "drift": 1.0, "d
 
 
 @pytest.fixture
-def lifecycle(tmp_path, redis_url):
-    resources = {"serving_store": ServingStore(redis_url=redis_url),
-                 "artifacts": ArtifactStore(base_dir=str(tmp_path / "artifacts"))}
-    (tmp_path / "dagster").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        yield instance, resources
+def lifecycle(dagster_env):
+    return dagster_env
 
 
 def _ok(summary: DemoSummary):

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from dagster import instance_for_test
 
 from irisdag import serving
 from irisdag.core.routing import route_key
 from irisdag.defs.partitions import window_key
-from irisdag.defs.resources import ArtifactStore
 from irisdag.demo import DemoSummary, evaluate_sensors, materialize_window
 from irisdag.store.resource import ServingStore
 
@@ -77,12 +74,8 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(tmp_path, redis_url):
-    resources = {"serving_store": ServingStore(redis_url=redis_url),
-                 "artifacts": ArtifactStore(base_dir=str(tmp_path / "artifacts"))}
-    (tmp_path / "dagster").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        yield Pipeline(instance, resources)
+def pipeline(dagster_env):
+    return Pipeline(*dagster_env)
 
 
 def test_canary_ramps_through_every_step_then_promotes(pipeline):

@@ -1,7 +1,6 @@
 """Model assets: the serving champion and a retrained challenger, each an
 XGBoost JSON artifact whose version is the SHA-256 of the file."""
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -57,16 +57,23 @@ def _load_checked(serving_store: ServingStore, artifacts: ArtifactStore, version
     return load_model(artifacts.models_dir(), version, info["digest"])
 
 
-def score_version_for_window(context, serving_store: ServingStore, artifacts: ArtifactStore, version: str) -> dict:
+def score_versions_for_window(context, serving_store: ServingStore, artifacts: ArtifactStore, versions) -> dict:
+    """Bring each version up to date over every kept batch and answer this window.
+
+    The working copy is synced once for all versions: pulled before, pushed after.
+    """
     artifacts.pull("models", *[f"batches/{p}" for p in serving_store.kept_partitions()])
-    booster = load_checked(serving_store, artifacts, version)
-    summary = serving.bring_up_to_date(serving_store, booster, version, artifacts.batches_root(), log=context.log.info)
     d = artifacts.batch_dir(context.partition_key)
-    if not serving.predictions_path(d, version).exists():
-        # This window was re-materialized after the version covered it: answer it again.
-        serving.score_batch(serving_store, booster, version, d)
+    summaries = {}
+    for version in versions:
+        booster = load_checked(serving_store, artifacts, version)
+        summaries[version] = serving.bring_up_to_date(
+            serving_store, booster, version, artifacts.batches_root(), log=context.log.info)
+        if not serving.predictions_path(d, version).exists():
+            # This window was re-materialized after the version covered it: answer it again.
+            serving.score_batch(serving_store, booster, version, d)
     artifacts.push("batches")  # the per-window answer files the comparison reads
-    return summary
+    return summaries
 
 
 @asset(
@@ -85,7 +92,7 @@ def champion_predictions(context: AssetExecutionContext, artifacts: ArtifactStor
         raise RefusedVersion("no champion model: materialize champion_model first")
     routing = serving_store.routing()
     versions = [champion] + ([routing.previous] if routing.previous and routing.previous != champion else [])
-    summaries = {v: score_version_for_window(context, serving_store, artifacts, v) for v in versions}
+    summaries = score_versions_for_window(context, serving_store, artifacts, versions)
     bootstrapped = False
     if not routing.champion:
         ok, reason, epoch = serving_store.set_routing(
@@ -183,7 +190,7 @@ def challenger_predictions(context: AssetExecutionContext, config: ExperimentCon
                 f"the challenger was {info['lifecycle'].replace('_', ' ')}; retrain to test a new one")
         return MaterializeResult(metadata={"challenger": challenger, "note": note})
     arms = list(experiment["plan"]["arms"]) if running else [challenger, *config.extra_arms]
-    summaries = {arm: score_version_for_window(context, serving_store, artifacts, arm) for arm in arms}
+    summaries = score_versions_for_window(context, serving_store, artifacts, arms)
     started = False
     if not running:
         start_experiment(context, serving_store, config.plan(arms))
