@@ -326,7 +326,6 @@ def _arm_evidence(rng, batches, accs, champion_acc=0.9, n=400):
 
 
 def test_bandit_shares_move_toward_the_better_arm():
-    rng = np.random.default_rng(12)
     accs = {"better": 0.93, "same": 0.90}
     state = BanditState(arms=("better", "same"), threshold=0.999, draws=5000)
     history = []
