@@ -120,8 +120,8 @@ def write_csv(path: Path, X: np.ndarray) -> None:
 
 
 def booster_file(directory: Path) -> Path:
-    """An XGBoost JSON model: the course's when present, else one trained on the iris table."""
-    course = Path("/work/shared/course/model.json")
+    """An XGBoost JSON model: the course's (kept as test data), else one trained on the iris table."""
+    course = Path(__file__).resolve().parents[1] / "irisdag_tests" / "data" / "course" / "model.json"
     if course.exists():
         return course
     from irisdag.models.training import iris_table, train_model

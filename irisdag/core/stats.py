@@ -1,6 +1,6 @@
 """Significance tests, intervals and sample sizes for comparing two models.
 
-Pure numpy/scipy (no Dagster, no Redis). ``/work/shared/STATS.md`` is the
+Pure numpy/scipy (no Dagster, no Redis). the shared ``STATS.md`` is the
 contract; every formula below is named there, and the unit tests hold each one
 to an independent computation (statsmodels, numerical integration, published
 anchors).

@@ -60,7 +60,7 @@ SOURCES_DIR = ".sources"        # downloaded s3:// sources (never pushed: dot fo
 SINGLE_PUT_LIMIT = 64 << 20     # larger files go as multipart uploads
 SHA256_METADATA = "sha256"      # x-amz-meta-sha256 on every uploaded object
 
-# The course's bucket layout (DESIGN §1): file in ../shared/course -> key in the bucket.
+# The course's bucket layout (DESIGN §1): file in the course folder -> key in the bucket.
 COURSE_LAYOUT = {
     "iris.csv": "data/iris.csv",
     "iris_y.csv": "data/iris_y.csv",

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from irisdag.core import keys as keyscheme
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path(__file__).resolve().parents[3] / "shared" / "course"
 IRISDAG = [sys.executable, "-m", "irisdag.cli"]
 
 

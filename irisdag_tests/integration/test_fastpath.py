@@ -8,7 +8,6 @@ order; an error reply mid-pipeline is reported and leaves the store usable.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from irisdag.models.artifacts import predict_labels
 from irisdag.models.training import iris_table, train_model
 from irisdag.store import LABELS, ServingStore
 from irisdag.store.resource import LOOKUP_CHUNK, StoreError, pred_key
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path("/work/shared/course/iris.csv")
+COURSE = COURSE / "iris.csv"
 
 
 def vid(name: str) -> str:
@@ -164,7 +164,6 @@ def test_score_batch_streams_chunks_and_every_row_answers(store, booster, tmp_pa
     assert serving.score_batch(store, booster, v, tmp_path, chunk_keys=7_777)[0] == 0
 
 
-@pytest.mark.skipif(not COURSE.exists(), reason="course data not present")
 def test_course_batch_is_written_once_per_distinct_input(store, booster, tmp_path):
     summary = serving.prepare_source(COURSE, tmp_path)
     assert (summary["rows_good"], summary["distinct_keys"]) == (1050, 1033)

@@ -30,8 +30,8 @@ from irisdag.store.resource import (
     AUDIT_KEY, LABELS, PRED_PREFIX, ROUTING_KEY, ServingStore, StoreError, close_clients,
 )
 from irisdag_tests.support.redis_server import AOF, RedisServer, noeviction
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path(__file__).resolve().parents[3] / "shared" / "course"
 BASE = ["raw_iris", "trusted_test_set", "champion_model"]
 PASSWORD = "s3cret-Pw-9"
 
@@ -327,10 +327,7 @@ def test_corrupted_or_swapped_model_is_refused_by_digest_before_any_prediction(s
     path = artifacts.models_dir() / f"{version}.json"
     good = path.read_bytes()
     window = Path(artifacts.batch_dir(window_key(0)))
-    swapped = (COURSE / "model.json").read_bytes() if (COURSE / "model.json").exists() else None
-    if swapped is None:  # another real model of the same shape
-        X, y = iris_table()
-        swapped = bytes(train_model(X, y, seed=1, params={"max_depth": 1, "num_boost_round": 3}).save_raw("json"))
+    swapped = (COURSE / "model.json").read_bytes()  # another real model of the same shape
     before = redis_snapshot(server.client())
 
     for name, data in (("corrupted", _flip_one_digit(good)), ("swapped", swapped)):

@@ -18,8 +18,8 @@ from irisdag.defs.sensors import promotion_sensor
 from irisdag.demo import DemoSummary, evaluate_sensors, materialize_window
 from irisdag.definitions import build_defs
 from irisdag.store.resource import ServingStore
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path(__file__).resolve().parents[3] / "shared" / "course"
 
 # A drifting stream where the iris-trained champion clearly loses accuracy and a
 # challenger retrained on the feedback regains it.

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,9 +24,8 @@ from irisdag.models.artifacts import (
     save_model,
 )
 from irisdag.models.training import DEFAULT_ROUNDS, iris_table, split_holdout, train_model
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path("/work/shared/course")
-needs_course = pytest.mark.skipif(not (COURSE / "model.json").exists(), reason="course files not present")
 
 
 def accuracy(booster, X, y) -> float:
@@ -39,7 +37,6 @@ def iris():
     return iris_table()
 
 
-@needs_course
 def test_import_course_model(tmp_path):
     raw = (COURSE / "model.json").read_bytes()
     art = import_model(COURSE / "model.json", tmp_path / "models")
@@ -72,7 +69,6 @@ def test_import_course_model(tmp_path):
     assert np.array_equal(art.load().inplace_predict(X).argmax(axis=1), labels)
 
 
-@needs_course
 def test_flipped_byte_is_refused(tmp_path):
     art = import_model(COURSE / "model.json", tmp_path)
     data = bytearray(art.path.read_bytes())

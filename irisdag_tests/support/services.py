@@ -32,7 +32,7 @@ from irisdag_tests.support.processes import Proc, free_port, port_open
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEPLOY = PROJECT / "deploy"
-COURSE = PROJECT.parent / "shared" / "course"
+COURSE = PROJECT / "irisdag_tests" / "data" / "course"
 
 
 def venv_tool(name: str) -> str:

@@ -129,7 +129,7 @@ class LoopbackStack:
         self.procs.append(self.moto.proc)
         from irisdag.defs.production import bootstrap_bucket
 
-        self.course_keys = bootstrap_bucket(self.moto.client(), BUCKET, COURSE if COURSE.is_dir() else None)
+        self.course_keys = bootstrap_bucket(self.moto.client(), BUCKET, COURSE)
         self.redis = self._timed("redis", lambda: AclRedis(self.base / "redis", marker=self.marker).start())
         self.procs.append(self.redis.proc)
 

@@ -14,9 +14,8 @@ from irisdag.core.batches import (
     read_feature_csv,
     read_label_csv,
 )
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path("/work/shared/course")
-needs_course = pytest.mark.skipif(not (COURSE / "iris.csv").exists(), reason="course files not present")
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
@@ -33,7 +32,6 @@ def check_totals(b: Batch):
     assert b.X.dtype == np.float64 and b.X.shape[1] == 4
 
 
-@needs_course
 def test_course_iris_keeps_the_first_row():
     b = read_feature_csv(COURSE / "iris.csv")
     check_totals(b)
@@ -53,7 +51,6 @@ def test_course_iris_keeps_the_first_row():
     assert (b.X[:, 3] < 0).any()
 
 
-@needs_course
 def test_course_labels():
     y = read_label_csv(COURSE / "iris_y.csv")
     assert y.dtype == np.int8 and y.shape == (1050,)
@@ -61,7 +58,6 @@ def test_course_labels():
     assert y[0] == 0
 
 
-@needs_course
 def test_course_iris_in_small_chunks_is_the_same():
     whole = read_feature_csv(COURSE / "iris.csv")
     parts = list(iter_feature_csv(COURSE / "iris.csv", chunk_bytes=1024))

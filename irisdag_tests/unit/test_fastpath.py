@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,9 @@ import pytest
 from irisdag import serving
 from irisdag.core import keys
 from irisdag.core.batches import read_feature_csv
+from irisdag_tests.support.data import COURSE
 
-COURSE = Path("/work/shared/course/iris.csv")
+COURSE = COURSE / "iris.csv"
 
 
 def exact_q(x: float) -> int:
@@ -226,7 +226,6 @@ def test_isin_marks_distinct_keys():
     assert not prepared.isin(np.array([], dtype="U64")).any()
 
 
-@pytest.mark.skipif(not COURSE.exists(), reason="course data not present")
 def test_course_batch_duplicates_are_keyed_once(tmp_path):
     summary = serving.prepare_source(COURSE, tmp_path, chunk_bytes=2048)
     assert summary["rows_read"] == summary["rows_good"] == 1050

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import math
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from irisdag.core import keys
 from irisdag.core.keys import InputError
 
-VECTORS = Path("/work/shared/vectors/keys.tsv")
+from irisdag_tests.support.data import KEY_VECTORS as VECTORS
 
 
 def _vectors():
@@ -32,7 +31,6 @@ def exact_q(x: float) -> int:
     return int(Decimal(x).quantize(Decimal("0.1"), rounding=ROUND_HALF_EVEN) * 10)
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="shared key vectors not present")
 def test_vectors_file_has_the_known_rows():
     rows = _vectors()
     assert len(rows) >= 7
@@ -40,8 +38,7 @@ def test_vectors_file_has_the_known_rows():
             "d8c77d145fb8bc961f190b590e08a4056a61ece47304cae94d1f6d2c9e69d7da") in rows
 
 
-@pytest.mark.skipif(not VECTORS.exists(), reason="shared key vectors not present")
-@pytest.mark.parametrize("inp,canon,key", _vectors() if VECTORS.exists() else [])
+@pytest.mark.parametrize("inp,canon,key", _vectors())
 def test_checked_vectors(inp, canon, key):
     values = [float(s) for s in inp.split()]
     assert keys.canonical(values) == canon
