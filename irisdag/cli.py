@@ -66,17 +66,24 @@ def cmd_lookup(args) -> int:
         queries.append((key, {"key": key, "features": list(values)}))
     results = store.lookup([k for k, _ in queries]) if queries else []
     misses = [entry for (_, entry), r in zip(queries, results) if r["route"] == "miss"]
-    if misses:
-        store.queue_misses(misses)  # the pipeline's miss sensor scores and stores them
-        if args.fallback_model:
-            try:
-                answers = fallback_answers(store, args.fallback_model, misses)
-            except ValueError as err:
-                return _bad_input(str(err))
-            results = [answers.get(r["key"], r) if r["route"] == "miss" else r for r in results]
+    if misses and args.fallback_model:
+        try:
+            answers = fallback_answers(store, args.fallback_model, misses)
+        except ValueError as err:
+            return _bad_input(str(err))
+        results = [answers.get(r["key"], r) if r["route"] == "miss" else r for r in results]
     for r in results:
         _emit(r, args.json, f"{r['label'] if r['label'] is not None else '-'}\troute={r['route']}\t"
                             f"version={(r['version'] or '-')[:12]}\tkey={r['key']}")
+    if misses:
+        # The answer is out first: queueing is a hint for the pipeline's miss sensor, and a
+        # full Redis (noeviction refuses XADD) must not turn an answered lookup into a crash.
+        sys.stdout.flush()
+        try:
+            store.queue_misses(misses)
+        except Exception as err:  # noqa: BLE001 - any refusal: one line, the answer stands
+            print(f"irisdag: warning: {len(misses)} miss(es) not queued for scoring: "
+                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
     for q in errors:
         print(f"irisdag: row {q['row']}: {q['reason']}", file=sys.stderr)
     return EXIT_BAD_INPUT if errors else 0

@@ -72,28 +72,32 @@ def _run_failure(result) -> str:
 
 
 def evaluate_sensors(instance, resources, summary: DemoSummary) -> None:
-    """Evaluate the promotion sensor once and run what it requests (a run key acts once)."""
+    """Evaluate the promotion sensor, then the miss sensor, once each and run what they request
+    (a run key acts once): a decision is carried out, and misses consumers queued are filled."""
     from dagster import RunRequest, RunsFilter, build_sensor_context
 
     from irisdag.definitions import build_defs
+    from irisdag.defs.misses import miss_sensor
     from irisdag.defs.sensors import promotion_sensor
 
     defs = build_defs(resources)
-    context = build_sensor_context(instance=instance, resources=resources)
-    requests = promotion_sensor(context)
-    requests = requests if isinstance(requests, list) else [requests]
-    for req in requests:
-        if not isinstance(req, RunRequest):
-            continue
-        tags = {**req.tags, "dagster/run_key": req.run_key, "dagster/sensor_name": "promotion_sensor"}
-        if instance.get_runs(RunsFilter(tags={"dagster/run_key": req.run_key}), limit=1):
-            summary.runs.append((req.job_name, req.run_key, "already done"))
-            continue
-        result = defs.get_job_def(req.job_name).execute_in_process(
-            run_config={**QUIET, **req.run_config}, instance=instance, tags=tags, raise_on_error=False)
-        summary.runs.append((req.job_name, req.run_key, "success" if result.success else "failed"))
-        if not result.success:
-            summary.failures.append(f"job {req.job_name} (run key {req.run_key}) failed")
+    for sensor in (promotion_sensor, miss_sensor):
+        context = build_sensor_context(instance=instance, resources=resources)
+        requests = sensor(context)
+        requests = requests if isinstance(requests, list) else [requests]
+        for req in requests:
+            if not isinstance(req, RunRequest):
+                continue
+            job_name = req.job_name or sensor.job_name
+            tags = {**req.tags, "dagster/run_key": req.run_key, "dagster/sensor_name": sensor.name}
+            if instance.get_runs(RunsFilter(tags={"dagster/run_key": req.run_key}), limit=1):
+                summary.runs.append((job_name, req.run_key, "already done"))
+                continue
+            result = defs.get_job_def(job_name).execute_in_process(
+                run_config={**QUIET, **req.run_config}, instance=instance, tags=tags, raise_on_error=False)
+            summary.runs.append((job_name, req.run_key, "success" if result.success else "failed"))
+            if not result.success:
+                summary.failures.append(f"job {job_name} (run key {req.run_key}) failed")
 
 
 def next_window(serving_store) -> int:

@@ -113,6 +113,17 @@ def _eval_sha(name: str) -> str:
     return hashlib.sha1(eval_script(name).encode("utf-8")).hexdigest()
 
 
+def _library_code(client: redis.Redis) -> str | None:
+    """The code of the ``irisdag`` library loaded on the server (FUNCTION LIST, read only), or None."""
+    libraries = client.function_list(library="irisdag", withcode=True)
+    for lib in libraries or []:
+        items = lib.items() if isinstance(lib, dict) else zip(lib[::2], lib[1::2])
+        fields = {_s(k): v for k, v in items}
+        if _s(fields.get("library_name")) == "irisdag":
+            return _s(fields.get("library_code"))
+    return None
+
+
 # ---- connections (per process, per URL) -------------------------------------
 
 @dataclass
@@ -446,24 +457,57 @@ class ServingStore(dg.ConfigurableResource):
     # ---- Lua functions -----------------------------------------------------
 
     def ensure_functions(self, force: bool = False) -> None:
-        """Load the Lua library (Redis >= 7) or its scripts (6.2); idempotent, once per process."""
+        """Make sure the Lua library (Redis >= 7) or its scripts (6.2) are there; once per process.
+
+        Reads never write (DESIGN §3): the library is loaded only when it is
+        missing or differs from this code's, so a full Redis (noeviction refuses
+        FUNCTION LOAD) or a user without FUNCTION LOAD still serves lookups with
+        what was loaded at deploy time. ``force`` (after a call found nothing
+        loaded) checks again.
+        """
         conn = self._conn()
         if conn.loaded and not force:
             return
         with conn.lock:
             if conn.loaded and not force:
                 return
-            try:
-                if self._server_has_functions(conn):
-                    conn.client.function_load(lua_source(), replace=True)
-                else:
-                    for name in _LUA_FUNCTIONS:
-                        sha = _s(conn.client.script_load(eval_script(name)))
-                        if sha != _eval_sha(name):
-                            raise StoreError(f"SCRIPT LOAD of {name} returned sha {sha}, expected {_eval_sha(name)}")
-            except redis.exceptions.NoPermissionError:
-                pass  # a consumer user calls what the pipeline loaded
+            if self._server_has_functions(conn):
+                self._ensure_library(conn)
+            else:
+                self._ensure_scripts(conn)
             conn.loaded = True
+
+    def _ensure_library(self, conn: _Conn) -> None:
+        try:
+            loaded = _library_code(conn.client)
+        except redis.exceptions.NoPermissionError:
+            return  # a consumer calls what the deploy loaded; a missing library shows on the call
+        if loaded == lua_source():
+            return
+        try:
+            conn.client.function_load(lua_source(), replace=True)
+        except redis.ResponseError as err:
+            if loaded is not None:
+                return  # another version of the library serves: the deploy-time load is the path
+            raise StoreError(f"the irisdag function library is not loaded on {self.label} and loading it "
+                             f"was refused ({err}); load it as the admin user: "
+                             "python -m irisdag.defs.production redis-init") from err
+
+    def _ensure_scripts(self, conn: _Conn) -> None:
+        shas = [_eval_sha(name) for name in _LUA_FUNCTIONS]
+        try:
+            present = conn.client.script_exists(*shas)
+        except redis.exceptions.NoPermissionError:
+            return
+        for name, sha, there in zip(_LUA_FUNCTIONS, shas, present):
+            if there:
+                continue
+            try:
+                got = _s(conn.client.script_load(eval_script(name)))
+            except redis.exceptions.NoPermissionError:
+                return
+            if got != sha:
+                raise StoreError(f"SCRIPT LOAD of {name} returned sha {got}, expected {sha}")
 
     def _reload_after(self, errors: list, conn: _Conn) -> bool:
         """Whether a failed Lua call is worth one retry after reloading the library."""
@@ -1105,7 +1149,14 @@ class ServingStore(dg.ConfigurableResource):
             fields["time"] = str(entry.get("time") or _now())
             pipe.xadd(MISSES_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
             n += 1
-        return [_s(i) for i in pipe.execute()] if n else []
+        if not n:
+            return []
+        replies = pipe.execute(raise_on_error=False)
+        refused = [r for r in replies if isinstance(r, Exception)]
+        if refused:  # e.g. a full Redis: noeviction refuses XADD
+            raise StoreError(f"Redis at {self.label} refused to queue {len(refused)} of {n} miss(es): "
+                             f"{str(refused[0]).splitlines()[0]}") from refused[0]
+        return [_s(i) for i in replies]
 
     def read_misses(self, count: int = 1000) -> list[dict[str, Any]]:
         """The oldest unacknowledged misses: {"stream_id", "key", "features" or None, "id" or None, "time"}."""
