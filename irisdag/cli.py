@@ -1,18 +1,36 @@
-"""The `irisdag` command (DESIGN §6): demo, lookup, status, rollback, ui."""
+"""The `irisdag` command (DESIGN §6): demo, lookup, status, rollback, ui, stop.
+
+Every command ends with one clear line and one of the exit codes below (the
+README's table), never a traceback. `lookup` and `status` import neither
+Dagster nor pandas, so they answer in a fraction of a second; the commands that
+run Dagster import it when they start.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import time
 
-EXIT_BAD_INPUT = 2
+EXIT_DONE = 0          # the command did what was asked
+EXIT_FAILED = 1        # refused (e.g. nothing to roll back to) or failed (a check, a step)
+EXIT_BAD_INPUT = 2     # the input was not valid (the message names the value)
+EXIT_UNREACHABLE = 3   # Redis could not be reached (or the embedded server not started)
+
+
+class CommandError(Exception):
+    """Ends a command with one line on stderr and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
 
 
 def _store():
-    from irisdag.store.resource import ServingStore
+    from irisdag.store.resource import StoreClient
 
-    return ServingStore(redis_url=os.environ.get("REDIS_URL", ""))
+    return StoreClient.from_env()
 
 
 def _emit(obj, as_json: bool, text: str) -> None:
@@ -26,33 +44,22 @@ def _bad_input(message: str) -> int:
 
 # ---- lookup -------------------------------------------------------------------
 
+def _answer_text(r: dict) -> str:
+    return (f"{r['label'] if r['label'] is not None else '-'}\troute={r['route']}\t"
+            f"version={(r['version'] or '-')[:12]}\tkey={r['key']}")
+
+
 def cmd_lookup(args) -> int:
     from irisdag.core import keys as keyscheme
-    from irisdag.core.batches import read_feature_csv
 
-    store = _store()
-    queries = []  # (key, miss entry)
-    errors = []
     if args.file:
-        try:
-            batch = read_feature_csv(args.file)
-        except (OSError, ValueError) as err:
-            return _bad_input(f"cannot read {args.file}: {err}")
-        prepared_keys = batch.keys()
-        for i, key in enumerate(prepared_keys):
-            entry = {"key": key}
-            if batch.ids is not None:
-                entry["id"] = str(batch.ids[i])
-            else:
-                entry["features"] = [float(v) for v in batch.X[i]]
-            queries.append((key, entry))
-        errors = batch.quarantine
-    elif args.id is not None:
+        return _lookup_file(args)
+    if args.id is not None:
         try:
             key = keyscheme.id_key(args.id)
         except keyscheme.InputError as err:
             return _bad_input(str(err))
-        queries.append((key, {"key": key, "id": args.id}))
+        entry = {"key": key, "id": args.id}
     else:
         if len(args.features) != keyscheme.N_FEATURES:
             return _bad_input(
@@ -63,30 +70,78 @@ def cmd_lookup(args) -> int:
         except keyscheme.InputError as err:
             return _bad_input(str(err))
         key = keyscheme.input_key(values)
-        queries.append((key, {"key": key, "features": list(values)}))
-    results = store.lookup([k for k, _ in queries]) if queries else []
-    misses = [entry for (_, entry), r in zip(queries, results) if r["route"] == "miss"]
-    if misses and args.fallback_model:
+        entry = {"key": key, "features": list(values)}
+    store = _store()
+    [result], misses = _answer(store, [entry], args.fallback_model)
+    _emit(result, args.json, _answer_text(result))
+    _queue_misses(store, misses)
+    return EXIT_DONE
+
+
+def _answer(store, entries: list[dict], fallback_model: str | None) -> tuple[list[dict], list[dict]]:
+    """The served answers for entries ({"key", "features" or "id"}), and the missed entries;
+    with a fallback model, misses are answered by it."""
+    results = store.lookup([e["key"] for e in entries])
+    misses = [e for e, r in zip(entries, results) if r["route"] == "miss"]
+    if misses and fallback_model:
         try:
-            answers = fallback_answers(store, args.fallback_model, misses)
+            answers = fallback_answers(store, fallback_model, misses)
         except ValueError as err:
-            return _bad_input(str(err))
+            raise CommandError(str(err), EXIT_BAD_INPUT) from None
         results = [answers.get(r["key"], r) if r["route"] == "miss" else r for r in results]
-    for r in results:
-        _emit(r, args.json, f"{r['label'] if r['label'] is not None else '-'}\troute={r['route']}\t"
-                            f"version={(r['version'] or '-')[:12]}\tkey={r['key']}")
-    if misses:
-        # The answer is out first: queueing is a hint for the pipeline's miss sensor, and a
-        # full Redis (noeviction refuses XADD) must not turn an answered lookup into a crash.
-        sys.stdout.flush()
-        try:
-            store.queue_misses(misses)
-        except Exception as err:  # noqa: BLE001 - any refusal: one line, the answer stands
-            print(f"irisdag: warning: {len(misses)} miss(es) not queued for scoring: "
-                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
-    for q in errors:
-        print(f"irisdag: row {q['row']}: {q['reason']}", file=sys.stderr)
-    return EXIT_BAD_INPUT if errors else 0
+    return results, misses
+
+
+def _queue_misses(store, misses: list[dict]) -> None:
+    """Queue missed inputs for the pipeline's miss sensor, after the answers are out."""
+    if not misses:
+        return
+    # The answer is out first: queueing is a hint for the pipeline's miss sensor, and a
+    # full Redis (noeviction refuses XADD) must not turn an answered lookup into a crash.
+    sys.stdout.flush()
+    try:
+        store.queue_misses(misses)
+    except Exception as err:  # noqa: BLE001 - any refusal: one line, the answer stands
+        print(f"irisdag: warning: {len(misses)} miss(es) not queued for scoring: "
+              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+
+
+def _lookup_file(args) -> int:
+    """One line per data row of the file, in file order, each carrying the row's 1-based
+    line number; a row that cannot be keyed is an error line in the same place."""
+    from irisdag.core.batches import read_feature_csv
+
+    try:
+        batch = read_feature_csv(args.file)
+    except (OSError, ValueError) as err:
+        return _bad_input(f"cannot read {args.file}: {err}")
+    entries = []
+    for i, key in enumerate(batch.keys()):
+        entry = {"key": key}
+        if batch.ids is not None:
+            entry["id"] = str(batch.ids[i])
+        else:
+            entry["features"] = [float(v) for v in batch.X[i]]
+        entries.append(entry)
+    store = _store()
+    results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
+    lines = [(int(row), r) for row, r in zip(batch.row_numbers.tolist(), results)]
+    lines += [(int(q["row"]), {"error": q["reason"]}) for q in batch.quarantine]
+    lines.sort(key=lambda item: item[0])
+    for row, r in lines:
+        if "error" in r:
+            _emit({"row": row, "error": r["error"]}, args.json, f"row {row}\terror: {r['error']}")
+        else:
+            _emit({"row": row, **r}, args.json, f"row {row}\t{_answer_text(r)}")
+    _queue_misses(store, misses)
+    bad = batch.rows_read - len(results)
+    if bad:
+        shown = len(batch.quarantine)
+        more = f" ({bad - shown:,} not listed)" if bad > shown else ""
+        print(f"irisdag: {bad:,} of {batch.rows_read:,} rows of {args.file} could not be keyed{more}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_DONE
 
 
 def fallback_answers(store, model_path: str, misses: list[dict]) -> dict:
@@ -116,9 +171,21 @@ def fallback_answers(store, model_path: str, misses: list[dict]) -> dict:
 
 # ---- status / rollback ------------------------------------------------------------
 
+def role_in(routing, version: str) -> str:
+    """A version's role, from routing alone (the stored `role` field can be stale)."""
+    if version == routing.champion:
+        return "champion"
+    if version == routing.challenger or any(version == v for v, _ in routing.shares):
+        return "challenger"
+    if version == routing.previous:
+        return "previous"
+    return "-"
+
+
 def status_dict(store) -> dict:
     routing = store.routing()
-    versions = sorted(store.versions(), key=lambda v: v.get("created_at", ""))
+    versions = [{**v, "role": role_in(routing, v["version"])}
+                for v in sorted(store.versions(), key=lambda v: v.get("created_at", ""))]
     return {"routing": routing.to_hash() | {"shares": dict(routing.shares)},
             "versions": versions, "decision": store.latest_decision()}
 
@@ -128,55 +195,71 @@ def cmd_status(args) -> int:
     st = status_dict(store)
     if args.json:
         print(json.dumps(st, default=str))
-        return 0
+        return EXIT_DONE
     r = st["routing"]
     print(f"champion   {r['champion'] or '(none)'}")
     print(f"previous   {r['previous'] or '(none)'}")
     print(f"challenger {r['challenger'] or '(none)'}  strategy {r['strategy'] or '-'}  epoch {r['epoch']}")
     print("versions:")
     for v in st["versions"]:
-        print(f"  {v['version'][:12]}  role={v.get('role', '-'):<10} lifecycle={v.get('lifecycle', '-'):<11} "
+        print(f"  {v['version'][:12]}  role={v['role']:<10} lifecycle={v.get('lifecycle', '-'):<11} "
               f"validated={v.get('validated')} complete={v.get('complete')} keys={v.get('keys')}")
     d = st["decision"]
     if d:
         print(f"decision   {d['decision']} ({d['decision_id']}): {d['reason']}")
-    return 0
+    print(f"serving: champion {r['champion'][:12] or '(none)'}, epoch {r['epoch']}, {len(st['versions'])} versions")
+    return EXIT_DONE
+
+
+def _run_config(verbose: bool) -> dict:
+    """Dagster's console log only with -v; every event is still in the instance (and the UI)."""
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "CRITICAL"}}}}
 
 
 def cmd_rollback(args) -> int:
     from irisdag.definitions import defs
+    from irisdag.demo import run_error
     from irisdag.instance import get_instance
 
     store = _store()  # the same REDIS_URL the definitions use
+    store.ping()
     before = store.routing()
-    result = defs.get_job_def("rollback").execute_in_process(instance=get_instance(), raise_on_error=False)
+    result = defs.get_job_def("rollback").execute_in_process(
+        instance=get_instance(), raise_on_error=False, run_config=_run_config(args.verbose))
     after = store.routing()
     out = {"ok": result.success, "champion": after.champion, "rolled_back": before.champion if result.success else "",
            "previous": after.previous, "epoch": after.epoch, "run_id": result.run_id}
-    if not result.success:
-        out["error"] = "rollback refused: " + (
-            "there is no previous champion" if not before.previous else "see the run's logs")
-    _emit(out, args.json, (f"rolled back: {before.champion[:12]} -> {after.champion[:12]} (epoch {after.epoch})"
-                           if result.success else out["error"]))
-    return 0 if result.success else 1
+    if result.success:
+        text = f"rolled back: {before.champion[:12]} -> {after.champion[:12]} (epoch {after.epoch})"
+    else:
+        out["error"] = "rollback refused: " + run_error(result)
+        text = f"irisdag: {out['error']} (run {result.run_id[:8]})"
+    _emit(out, args.json, text)
+    return EXIT_DONE if result.success else EXIT_FAILED
 
 
-# ---- demo / ui ----------------------------------------------------------------------
+# ---- demo / ui / stop -----------------------------------------------------------------
 
 def cmd_demo(args) -> int:
-    from irisdag.demo import run_demo
+    started = time.monotonic()
+    store = _store()
+    store.ping()  # Redis unreachable: exit 3 before any run starts
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else \
+        (lambda line: print(line, flush=True))
+    say("irisdag demo: loading the pipeline (Dagster)...")
+    from irisdag.definitions import RESOURCES
     from irisdag.defs.settings import env
+    from irisdag.demo import run_demo
     from irisdag.instance import get_instance
 
-    from irisdag.definitions import RESOURCES
-
     instance = get_instance()
-    store = RESOURCES["serving_store"]
-    summary = run_demo(instance, RESOURCES, batch_source=env("IRISDAG_BATCH_SOURCE"), warmup=args.warmup)
+    summary = run_demo(instance, RESOURCES, batch_source=env("IRISDAG_BATCH_SOURCE"), warmup=args.warmup,
+                       run_config=_run_config(args.verbose), progress=say)
     st = status_dict(store)
+    elapsed = time.monotonic() - started
     if args.json:
         print(json.dumps({"windows": summary.windows, "checks": summary.checks, "runs": summary.runs,
-                          "failures": summary.failures, **st}, default=str))
+                          "failures": summary.failures, "seconds": round(elapsed, 2), **st}, default=str))
     else:
         print(f"windows materialized: {', '.join(summary.windows)}")
         failed = [c for c in summary.checks if not c[2]]
@@ -186,8 +269,10 @@ def cmd_demo(args) -> int:
         d = st["decision"] or {}
         if d:
             print(f"decision {d.get('decision_id')}: {d.get('decision')} — {d.get('reason')}")
+            excluded = int(d.get("n_excluded") or 0)
+            note = f" (rows left out because a compared model trained on them: {excluded:,})" if excluded else ""
             print(f"  n={d.get('n')} b={d.get('b')} c={d.get('c')} p={d.get('p_value')} "
-                  f"mcnemar_p={d.get('mcnemar_p')} lambda={d.get('lambda')}")
+                  f"mcnemar_p={d.get('mcnemar_p')} lambda={d.get('lambda')}{note}")
         for job, key, outcome in summary.runs:
             print(f"sensor requested {job} (run key {key}): {outcome}")
         r = st["routing"]
@@ -195,30 +280,110 @@ def cmd_demo(args) -> int:
               f"epoch {r['epoch']}")
     for f in summary.failures:
         print(f"irisdag demo: {f}", file=sys.stderr)
-    return 1 if summary.failures else 0
+    if summary.failures:
+        print(f"irisdag demo: failed after {elapsed:.1f} s ({len(summary.failures)} failure"
+              f"{'s' if len(summary.failures) > 1 else ''} above)", file=sys.stderr)
+        return EXIT_FAILED
+    say(f"irisdag demo: done in {elapsed:.1f} s; try `irisdag status` or `irisdag lookup 5.0 2.9 1.1 0.4`")
+    return EXIT_DONE
+
+
+def dagster_tool(name: str) -> str:
+    """A console script installed beside the interpreter running irisdag (the venv's
+    bin/), so `irisdag ui` works without activating the venv."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(beside, os.X_OK):
+        return beside
+    import shutil
+
+    found = shutil.which(name)
+    if not found:
+        raise CommandError(f"{name} is not installed beside {sys.executable} nor on PATH "
+                           f"(pip install -e . installs it)")
+    return found
 
 
 def cmd_ui(args) -> int:
+    """`dagster dev` on this project's instance, in its own process group, so Ctrl-C or
+    SIGTERM here stops the webserver, the daemon and the code server it started."""
+    import signal
+    import subprocess
+
     from irisdag.instance import ensure_dagster_home
     from irisdag.paths import PROJECT_DIR
 
     ensure_dagster_home()
-    cmd = ["dagster", "dev", "-w", str(PROJECT_DIR / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(args.port)]
-    os.execvp(cmd[0], cmd)
-    return 0
+    cmd = [dagster_tool("dagster"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
+           "-h", args.host, "-p", str(args.port)]
+    env = dict(os.environ, DAGSTER_DISABLE_TELEMETRY="1")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    print(f"irisdag ui: serving http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}); "
+          f"Ctrl-C stops it", flush=True)
+    proc = subprocess.Popen(cmd, cwd=str(PROJECT_DIR), env=env, start_new_session=True)
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # dagster dev shuts its children down on SIGTERM
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        code = proc.wait()
+    finally:
+        _reap_group(proc.pid)
+    if stopping:
+        print("irisdag ui: stopped", flush=True)
+        return EXIT_DONE
+    raise CommandError(f"dagster dev exited with code {code}")
+
+
+def _reap_group(pgid: int, timeout: float = 20.0) -> None:
+    """Wait for every process of the UI's group to exit; SIGKILL what is left after the timeout."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def cmd_stop(args) -> int:
+    from irisdag.store import embedded
+
+    if os.environ.get("REDIS_URL"):
+        print(f"irisdag stop: REDIS_URL is set; irisdag stops only its embedded server "
+              f"({embedded.server_dir()}), which is not in use")
+    stopped = embedded.stop()
+    print(f"irisdag stop: {'stopped' if stopped else 'no'} embedded Redis server in {embedded.server_dir()}"
+          f"{'' if stopped else ' was running'}")
+    return EXIT_DONE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="irisdag", description="Batch prediction with model deployment strategies.")
+    p = argparse.ArgumentParser(
+        prog="irisdag", description="Batch prediction with model deployment strategies.",
+        epilog="exit codes: 0 done, 1 refused or failed, 2 bad input, 3 Redis unreachable")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="materialize the whole graph once, run the sensors, summarize")
     d.add_argument("--json", action="store_true")
     d.add_argument("--warmup", type=int, default=3, help="windows the champion serves first on a fresh store")
+    d.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own log")
     d.set_defaults(func=cmd_demo)
     lk = sub.add_parser("lookup", help="the served answer for an input, an id or a CSV of inputs")
     lk.add_argument("features", nargs="*", help="SL SW PL PW")
     lk.add_argument("--id", help="an entity id")
-    lk.add_argument("--file", help="a CSV of inputs (one JSON object per line with --json)")
+    lk.add_argument("--file", help="a CSV of inputs (one line per row, each with its row number)")
     lk.add_argument("--json", action="store_true")
     lk.add_argument("--fallback-model", help="the champion's XGBoost JSON model: answer misses with it (route fallback)")
     lk.set_defaults(func=cmd_lookup)
@@ -227,10 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_status)
     rb = sub.add_parser("rollback", help="restore the previous champion")
     rb.add_argument("--json", action="store_true")
+    rb.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own log")
     rb.set_defaults(func=cmd_rollback)
     ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this instance")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(func=cmd_ui)
+    st = sub.add_parser("stop", help="stop this state folder's embedded Redis server")
+    st.set_defaults(func=cmd_stop)
     return p
 
 
@@ -238,17 +407,40 @@ def main(argv=None) -> int:
     parser = build_parser()
     argv = _values_after_dashes(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
-    import warnings
-
-    warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices are not for CLI users
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `irisdag lookup --file big.csv | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except ConnectionError as err:
-        print(f"irisdag: {err}", file=sys.stderr)
-        return 1
+        return EXIT_DONE
+    except KeyboardInterrupt:
+        print(f"irisdag {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line and an exit code, never a traceback
+        code, message = classify(err)
+        print(f"irisdag {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+    """The exit code and one-line message for an error that ended a command."""
+    if isinstance(err, CommandError):
+        return err.code, str(err)
+    from irisdag.store.resource import StoreUnavailable
+
+    if isinstance(err, StoreUnavailable):
+        return EXIT_UNREACHABLE, str(err)
+    redis = sys.modules.get("redis")
+    unreachable = (ConnectionError, TimeoutError)
+    if redis is not None:
+        unreachable += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    if isinstance(err, unreachable):
+        where = os.environ.get("REDIS_URL") or "the embedded server"
+        if os.environ.get("REDIS_URL"):
+            from irisdag.store.resource import redact_url
+            where = redact_url(where)
+        return EXIT_UNREACHABLE, f"cannot reach Redis at {where}: {err}"
+    text = str(err).strip().splitlines()
+    return EXIT_FAILED, f"{type(err).__name__}: {text[-1] if text else 'failed'}"
 
 
 LOOKUP_OPTIONS_WITH_VALUE = {"--id", "--file", "--fallback-model"}

@@ -2,6 +2,7 @@
 what they request, and summarize. Runs in process on the local instance."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from irisdag.defs.partitions import window_index, window_key
@@ -9,8 +10,10 @@ from irisdag.defs.partitions import window_index, window_key
 WARMUP_WINDOWS = 3
 BASE_ASSETS = ["raw_iris", "trusted_test_set", "champion_model"]
 SERVING_ASSETS = ["incoming_batch", "feedback", "champion_predictions"]
-# The console shows warnings and errors; every event is still in the instance (and the UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console log stays quiet (the summary names every failure and its cause);
+# every event is still in the instance (and the UI). `irisdag demo -v` shows it.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+VERBOSE = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
 
 
 class CheckFailed(RuntimeError):
@@ -23,6 +26,12 @@ class DemoSummary:
     checks: list = field(default_factory=list)   # (check name, partition, passed, severity, description)
     runs: list = field(default_factory=list)     # (job, run key, success)
     failures: list = field(default_factory=list)
+    progress: object = None                      # called with one line per run (the CLI prints it)
+    run_config: dict = field(default_factory=dict)  # the logging part of the demo's run config
+
+    def say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
 
 
 def materialize_window(selection, partition, instance, resources, summary: DemoSummary, run_config=None):
@@ -32,6 +41,7 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
     from irisdag.definitions import all_assets, all_checks
 
     run_config = {**QUIET, **(run_config or {})}
+    started = time.monotonic()
     result = materialize([*all_assets, *all_checks], instance=instance, resources=resources,
                          partition_key=partition, selection=selection, raise_on_error=False,
                          run_config=run_config)
@@ -41,16 +51,43 @@ def materialize_window(selection, partition, instance, resources, summary: DemoS
         if not ev.passed and ev.severity.value == "ERROR":
             summary.failures.append(f"check {name} failed in window {partition}: {ev.description}")
     if not result.success:
-        before = len(summary.failures)
-        for ev in result.all_events:
-            if ev.event_type_value == "STEP_FAILURE":
-                msg = _user_error(ev.event_specific_data.error)
-                if not any(ev.step_key in f for f in summary.failures):
-                    summary.failures.append(f"step {ev.step_key} failed in window {partition}: {msg}")
-        if len(summary.failures) == before:  # failed before any step ran (e.g. a resource could not start)
+        steps = step_failures(result)
+        for step, msg in steps.items():
+            summary.failures.append(f"step {step} failed in window {partition}: {msg}")
+        if not steps:  # failed before any step ran (e.g. a resource could not start)
             summary.failures.append(f"run for window {partition} failed: {_run_failure(result)}")
     summary.windows.append(partition)
+    what = "the whole graph" if selection is None else f"{len(selection)} assets"
+    summary.say(f"  window {partition}: {what} {'materialized' if result.success else 'FAILED'} "
+                f"in {time.monotonic() - started:.1f} s")
     return result
+
+
+def step_failures(result) -> dict:
+    """Each failed step's cause, in order. A step that exhausted its retries reports the
+    error of its last attempt, not Dagster's "Exceeded max_retries"."""
+    last_attempt, failed = {}, {}
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_UP_FOR_RETRY":
+            err = getattr(ev.event_specific_data, "error", None)
+            if err is not None:
+                last_attempt[ev.step_key] = err
+        elif ev.event_type_value == "STEP_FAILURE":
+            err = ev.event_specific_data.error
+            if err is not None and (err.cls_name or "").endswith("MaxRetriesExceededError") \
+                    and ev.step_key in last_attempt:
+                err = last_attempt[ev.step_key]
+            failed[ev.step_key] = _user_error(err)
+    return failed
+
+
+def run_error(result) -> str:
+    """One line saying why a run failed: its failed steps' causes, else the run's own error."""
+    steps = step_failures(result)
+    if steps:
+        return "; ".join(steps.values()) if len(steps) == 1 else \
+            "; ".join(f"{step}: {msg}" for step, msg in steps.items())
+    return _run_failure(result)
 
 
 def _user_error(err) -> str:
@@ -59,7 +96,14 @@ def _user_error(err) -> str:
         return "failed"
     while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
         err = err.cause
-    return err.message.strip().splitlines()[-1]
+    lines = (err.message or "").strip().splitlines()
+    line = lines[-1] if lines else (err.cls_name or "failed")
+    # Dagster prefixes the class's dotted path ("dagster._core....Failure: ..."): a user needs the message.
+    head, sep, rest = line.partition(": ")
+    if sep and err.cls_name and (head == err.cls_name or head.endswith("." + err.cls_name)) and \
+            (err.cls_name == "Failure" or head.startswith("dagster.")):
+        return rest
+    return line
 
 
 def _run_failure(result) -> str:
@@ -93,11 +137,15 @@ def evaluate_sensors(instance, resources, summary: DemoSummary) -> None:
             if instance.get_runs(RunsFilter(tags={"dagster/run_key": req.run_key}), limit=1):
                 summary.runs.append((job_name, req.run_key, "already done"))
                 continue
+            started = time.monotonic()
             result = defs.get_job_def(job_name).execute_in_process(
-                run_config={**QUIET, **req.run_config}, instance=instance, tags=tags, raise_on_error=False)
+                run_config={**(summary.run_config or QUIET), **req.run_config}, instance=instance, tags=tags,
+                raise_on_error=False)
             summary.runs.append((job_name, req.run_key, "success" if result.success else "failed"))
+            summary.say(f"  {sensor.name} requested {job_name}: {'done' if result.success else 'FAILED'} "
+                        f"in {time.monotonic() - started:.1f} s")
             if not result.success:
-                summary.failures.append(f"job {job_name} (run key {req.run_key}) failed")
+                summary.failures.append(f"job {job_name} (run key {req.run_key}) failed: {run_error(result)}")
 
 
 def next_window(serving_store) -> int:
@@ -109,8 +157,8 @@ def next_window(serving_store) -> int:
 
 
 def run_demo(instance, resources, batch_source: str = "", warmup: int = WARMUP_WINDOWS,
-             run_config=None) -> DemoSummary:
-    summary = DemoSummary()
+             run_config=None, progress=None) -> DemoSummary:
+    summary = DemoSummary(progress=progress, run_config={"loggers": (run_config or QUIET).get("loggers", QUIET["loggers"])})
     serving_store = resources["serving_store"]
     start = next_window(serving_store)
     fresh = start == 0 and not serving_store.routing().champion

@@ -34,6 +34,10 @@ import numpy as np
 N_FEATURES = 4
 N_CLASSES = 3
 MIN_VALUE = 0.1   # cm
+# The course slide's example row (the README's example lookup) and its class (setosa):
+# the first row of every generated window, so the default demo serves it.
+COURSE_EXAMPLE = (5.0, 2.9, 1.1, 0.4)
+COURSE_EXAMPLE_CLASS = 0
 
 # Per-class means and sample covariances (ddof=1) of scikit-learn's iris table,
 # computed once from ``irisdag.models.training.iris_table()`` (a unit test checks them).

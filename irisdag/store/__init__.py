@@ -2,7 +2,7 @@
 from irisdag.store import embedded
 from irisdag.store.resource import (
     LABELS,
-    ServingStore,
+    StoreClient,
     StoreError,
     StoreUnavailable,
     close_clients,
@@ -13,6 +13,7 @@ from irisdag.store.resource import (
 __all__ = [
     "LABELS",
     "ServingStore",
+    "StoreClient",
     "StoreError",
     "StoreUnavailable",
     "close_clients",
@@ -20,3 +21,11 @@ __all__ = [
     "lua_source",
     "redact_url",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ServingStore":  # imports Dagster: only when asked for
+        from irisdag.store.resource import ServingStore
+
+        return ServingStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

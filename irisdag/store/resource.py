@@ -29,10 +29,8 @@ from importlib import resources
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import dagster as dg
 import numpy as np
 import redis
-from pydantic import Field
 
 from irisdag.core.keys import ID_PREFIX, SCHEME
 from irisdag.core.routing import Routing, dump_shares
@@ -369,19 +367,20 @@ def _pack_call(head: Sequence, keys: list[str]) -> bytes:
     return b"".join(out)
 
 
-class ServingStore(dg.ConfigurableResource):
+class StoreClient:
     """The Redis serving store: predictions, routing, audit, misses, decisions.
 
     ``redis_url`` empty means the embedded server (`irisdag.store.embedded`);
     otherwise a ``redis://`` or ``rediss://`` URL with user and password.
+    This plain class is what the command line uses (no Dagster import, so a
+    lookup starts fast); `ServingStore` is the same class as a Dagster resource.
     """
 
-    redis_url: str = Field(
-        default="",
-        description="redis:// or rediss:// URL (user and password in the URL); empty: the embedded server.")
+    def __init__(self, redis_url: str = ""):
+        self.redis_url = redis_url
 
     @classmethod
-    def from_env(cls) -> "ServingStore":
+    def from_env(cls):
         """The store named by REDIS_URL (the embedded one when unset)."""
         import os
 
@@ -419,16 +418,6 @@ class ServingStore(dg.ConfigurableResource):
     def client(self) -> redis.Redis:
         """The process's redis-py client for this store (bytes responses)."""
         return self._conn().client
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """At the start of a run (or sensor tick), before any step: Redis must answer.
-
-        Without this a run with Redis down would run its Redis-free steps (files
-        written, assets materialized) and fail later on a bare socket error that
-        names no URL. Now it fails at resource initialization, changing nothing,
-        with StoreUnavailable naming the URL (never its password).
-        """
-        self.ping()
 
     def ping(self) -> None:
         """Raise StoreUnavailable with a clear message when Redis cannot be reached."""
@@ -1212,3 +1201,43 @@ class ServingStore(dg.ConfigurableResource):
         """An experiment's settings and state, or None when it was never started."""
         raw = self.client().hgetall(EXPERIMENT_PREFIX + experiment)
         return {_s(k): json.loads(v) for k, v in raw.items()} if raw else None
+
+
+# ---- the Dagster resource -------------------------------------------------------
+
+def _dagster_resource_class():
+    import dagster as dg
+    from pydantic import Field
+
+    class ServingStore(dg.ConfigurableResource, StoreClient):
+        """The serving store as a Dagster resource (`StoreClient`'s operations).
+
+        ``redis_url`` empty means the embedded server (`irisdag.store.embedded`);
+        otherwise a ``redis://`` or ``rediss://`` URL with user and password.
+        """
+
+        redis_url: str = Field(
+            default="",
+            description="redis:// or rediss:// URL (user and password in the URL); empty: the embedded server.")
+
+        def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+            """At the start of a run (or sensor tick), before any step: Redis must answer.
+
+            Without this a run with Redis down would run its Redis-free steps (files
+            written, assets materialized) and fail later on a bare socket error that
+            names no URL. Now it fails at resource initialization, changing nothing,
+            with StoreUnavailable naming the URL (never its password).
+            """
+            self.ping()
+
+    ServingStore.__module__, ServingStore.__qualname__ = __name__, "ServingStore"
+    return ServingStore
+
+
+def __getattr__(name: str):
+    # Dagster is imported only when something asks for the resource class: the
+    # command line's lookup and status use StoreClient and start in a fraction of a second.
+    if name == "ServingStore":
+        cls = globals()["ServingStore"] = _dagster_resource_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

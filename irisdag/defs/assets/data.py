@@ -130,6 +130,8 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
     else:
         t = min(1.0, index / max(1, config.drift_windows))
         X, truth = generator.generate(config.rows, seed=settings.SEED * 100_003 + index, drift=config.drift, t=t)
+        if len(X):  # the README's example lookup (the course slide's row) is served by every window
+            X[0], truth[0] = generator.COURSE_EXAMPLE, generator.COURSE_EXAMPLE_CLASS
         quarantine, rows_read = [], len(X)
         origin = f"generator(seed={settings.SEED}, window={index}, drift={config.drift}, t={t:.3f})"
         serving.prepare_array(d, X)

@@ -98,7 +98,7 @@ def champion_predictions(context: AssetExecutionContext, artifacts: ArtifactStor
         ok, reason, epoch = serving_store.set_routing(
             routing.epoch, {"champion": champion, "strategy": settings.default_strategy(),
                             "salt": secrets.token_hex(8), "holdout_bp": "0", "shares": "{}"},
-            action="bootstrap", run_id=context.run_id)
+            action="bootstrap", run_id=context.run.run_id)
         if not ok:
             raise RefusedVersion(f"could not start serving champion {champion[:12]}…: {reason}")
         bootstrapped = True
@@ -153,7 +153,7 @@ def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan)
     ok, reason, _ = serving_store.set_routing(
         routing.epoch, {"challenger": plan.arms[0], "strategy": plan.strategy, "salt": salt,
                         "holdout_bp": plan.holdout_bp, "shares": initial_shares(plan)},
-        action="start", run_id=context.run_id)
+        action="start", run_id=context.run.run_id)
     if not ok:
         raise RefusedVersion(f"could not start the {plan.strategy} experiment for {plan.arms[0][:12]}…: {reason}")
     serving_store.experiment_put(salt, {"plan": plan.to_dict(), "state": initial_state(plan),
