@@ -21,7 +21,8 @@ assets call, not copies of them):
 - lookups: `ServingStore.lookup`, one key at a time (p50/p99 over loopback) and
   in batches, with the Lua function's own time per key from INFOstats;
 - routing: `ServingStore.set_routing` promote + rollback with 1k and with 1M
-  stored keys per version;
+  stored keys per version; batch lookups during a 5% canary (salted SHA-1
+  bucket per key) against champion-only routing on the same keys;
 - end to end: validate, key, deduplicate, score, write (`keys.invalid_mask`,
   `serving.prepare_array`, `serving.score_batch`) against the course flow's
   own method on the same rows (pandas apply per row for keys, iterrows into a
@@ -228,6 +229,40 @@ def bench_routing(report: Report, server: LocalRedis, big: int, reps: int, switc
                        times[1_000], "same with 1,000 keys", fmt="{:,.0f}", higher_is_better=False,
                        target="≤ 1.5× the 1k time"))
     r.ok = r.ratio <= 1.5
+    client.flushall()
+
+
+def bench_canary_lookups(report: Report, server: LocalRedis, n: int, reps: int) -> None:
+    """Batch lookups while a 5% canary routes by salted bucket, against champion-only routing (same keys, same run)."""
+    from irisdag.core import keys
+
+    store = new_store(server)
+    client = server.client()
+    client.flushall()
+    D = unique_digests(n, seed=7)
+    hexes = keys.hex_of_digests(D)
+    champion, canary = version_id("canary-champion"), version_id("canary-challenger")
+    for v, role in ((champion, "champion"), (canary, "challenger")):
+        ready_version(store, v, n, role=role)
+        store.write_predictions(v, D, np.zeros(n, dtype=np.int8))
+        store.mark_generation(v, 1, n)
+    ok, _, epoch = store.set_routing(store.routing().epoch, {"champion": champion}, action="bootstrap")
+    assert ok
+    plain, during = [], []
+    for _ in range(reps):  # interleaved, so drift on the shared machine hits both alike
+        for canary_on, into in ((False, plain), (True, during)):
+            change = ({"challenger": canary, "strategy": "canary", "shares": {canary: 500}, "salt": "bench-canary"}
+                      if canary_on else {"challenger": "", "strategy": "", "shares": {}, "salt": ""})
+            ok, _, epoch = store.set_routing(epoch, change, action="ramp" if canary_on else "abort")
+            assert ok
+            client.config_resetstat()
+            answers = store.lookup(hexes)
+            into.append(client.info("commandstats")["cmdstat_fcall_ro"]["usec"] / n)
+            assert any(a["route"] == "challenger" for a in answers) == canary_on
+    r = report.add(Row("lookup", f"Lua lookup time per key during a 5% canary ({n:,} keys a call)", during, "µs",
+                       plain, "same keys, champion only", fmt="{:.2f}", higher_is_better=False,
+                       target="≤ 1.2× (aim)", aim=True))
+    r.ok = r.ratio <= 1.2
     client.flushall()
 
 
@@ -442,7 +477,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="irisdag speed benchmarks (one command)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
     parser.add_argument("--out", default=str(PROJECT / "benchmarks" / "RESULTS.md"))
-    parser.add_argument("--only", default="", help="comma-separated sections: keys,store,routing,e2e,stream,parallel")
+    parser.add_argument("--only", default="", help="comma-separated sections: keys,store,routing,canary,e2e,stream,parallel")
     parser.add_argument("--no-whole", action="store_true", help="skip the whole-batch comparison run (streaming)")
     args = parser.parse_args(argv)
     q = args.quick
@@ -476,6 +511,9 @@ def main(argv=None) -> int:
             if want("routing"):
                 log("routing")
                 bench_routing(report, server, cfg["route_big"], cfg["reps"], cfg["route_switches"])
+            if want("canary"):
+                log("lookups during a canary")
+                bench_canary_lookups(report, server, 100_000, cfg["reps"])
             if want("e2e"):
                 log("end to end (the course flow baseline is slow)")
                 bench_e2e(report, server, cfg["e2e_n"], cfg["reps"], cfg["e2e_base_reps"], work, model)

@@ -1,6 +1,6 @@
 """Deterministic routing of a lookup (DESIGN §3).
 
-bucket = int(first 8 hex of SHA-256(salt + ":" + key), 16) mod 10000; buckets
+bucket = int(first 8 hex of SHA-1(salt + ":" + key), 16) mod 10000; buckets
 below ``holdout_bp`` are held out, the next ones go to the arms of ``shares``
 in order, the rest to the champion. The Lua ``lookup`` function implements the
 same rule; tests hold the two together.
@@ -17,7 +17,7 @@ ROUTES = ("champion", "challenger", "holdout", "miss", "fallback")
 
 
 def bucket(salt: str, key: str) -> int:
-    digest = hashlib.sha256(f"{salt}:{key}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(f"{salt}:{key}".encode("utf-8")).hexdigest()
     return int(digest[:8], 16) % BASIS_POINTS
 
 

@@ -541,7 +541,7 @@ class StoreClient:
         return self._call_many(name, keys, [args], readonly=readonly)[0]
 
     def lua_buckets(self, pairs: Iterable[tuple[str, str]]) -> list[int]:
-        """Routing buckets computed by the Lua SHA-256 (for checks against the Python rule)."""
+        """Routing buckets computed by the Lua SHA-1 (for checks against the Python rule)."""
         flat: list[str] = []
         for salt, key in pairs:
             flat += [salt, key]

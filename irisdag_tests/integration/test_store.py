@@ -56,11 +56,28 @@ def test_lua_bucket_matches_python_reference(store):
     alphabet = "abcXYZ019:-_ é€"
     pairs = []
     for i in range(2500):
-        # Salt lengths cross the SHA-256 padding edges (55/56/64 bytes and beyond).
+        # Salt lengths cross the SHA-1 padding edges (55/56/64 bytes and beyond).
         salt = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 140)))
         key = hex_keys(1, seed=i)[0] if i % 3 else f"id:user-{rng.randint(0, 10**9)}"
         pairs.append((salt, key))
     assert store.lua_buckets(pairs) == [bucket(s, k) for s, k in pairs]
+
+
+def test_lua_lookup_puts_keys_exactly_on_holdout_and_share_edges_on_the_right_side(store):
+    from irisdag_tests.unit.test_routing import EDGE_KEYS, EDGE_ROUTES, EDGE_SALT
+    keys = list(EDGE_KEYS.values())
+    assert store.lua_buckets([(EDGE_SALT, k) for k in keys]) == list(EDGE_KEYS)
+    names = {"champ": vid("edge-champ"), "arm1": vid("edge-arm1"), "arm2": vid("edge-arm2")}
+    for i, (name, v) in enumerate(names.items()):
+        ready_version(store, v, keys, np.full(len(keys), i), role="champion" if name == "champ" else "challenger")
+    ok, reason, _ = store.set_routing(0, {"champion": names["champ"]}, action="bootstrap")
+    assert ok, reason
+    ok, reason, _ = store.set_routing(
+        1, {"challenger": names["arm2"], "strategy": "bandit", "holdout_bp": 700, "salt": EDGE_SALT,
+            "shares": {names["arm2"]: 2500, names["arm1"]: 1500}}, action="ramp")
+    assert ok, reason
+    got = {b: (a["route"], a["version"]) for b, a in zip(EDGE_KEYS, store.lookup(keys))}
+    assert got == {b: (route, names[v] if v else None) for b, (route, v) in EDGE_ROUTES.items()}
 
 
 def test_lookup_routes_like_the_python_reference(store):

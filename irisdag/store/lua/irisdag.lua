@@ -25,81 +25,30 @@ Prediction layout (only the store and this file know it):
 ]]
 
 -- While a library loads, Redis 7 exposes no global but `redis`; the standard
--- libraries (string, math, bit, cjson, ...) exist only when a function runs.
+-- libraries (string, math, cjson, ...) exist only when a function runs.
 -- So the locals below are bound by init() on first use, never at load time.
-local band, bor, bxor, ror, rshift, tobit
-local byte, char, sub, rep, gsub, gmatch, format, floor
-local K, H0, HEX2BYTE
+local char, sub, gsub, gmatch, format, floor
+local HEX2BYTE
 
 local BASIS_POINTS = 10000
 local VERSION_PREFIX = 'irisdag:version:'
 local PRED_PREFIX = 'irisdag:pred:'
 
 local function init()
-  if K then return end
-  band, bor, bxor, ror, rshift, tobit = bit.band, bit.bor, bit.bxor, bit.ror, bit.rshift, bit.tobit
-  byte, char, sub, rep, gsub, gmatch, format =
-    string.byte, string.char, string.sub, string.rep, string.gsub, string.gmatch, string.format
+  if HEX2BYTE then return end
+  char, sub, gsub, gmatch, format =
+    string.char, string.sub, string.gsub, string.gmatch, string.format
   floor = math.floor
-  HEX2BYTE = {}
-  for i = 0, 255 do HEX2BYTE[format('%02x', i)] = char(i) end
-  H0 = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 }
-  K = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-  }
+  local hex2byte = {}
+  for i = 0, 255 do hex2byte[format('%02x', i)] = char(i) end
+  HEX2BYTE = hex2byte
 end
 
--- ---------------------------------------------------------------------------
--- SHA-256 (FIPS 180-4). Redis' Lua has SHA-1 only, and the routing bucket is
--- defined on SHA-256. Only the first 32-bit word of the digest is needed.
--- Sums are left unnormalised (exact in doubles) and wrapped by bit.tobit or by
--- the bit operations themselves, which reduce their arguments modulo 2^32.
--- ---------------------------------------------------------------------------
--- The first 32 bits of SHA-256(msg), as an unsigned integer.
-local function sha256_word0(msg)
-  local len = #msg
-  local bits = len * 8
-  -- Padding: 0x80, zeros up to 56 mod 64, then the bit length as 64-bit big-endian.
-  msg = msg .. '\128' .. rep('\0', (55 - len) % 64)
-    .. char(0, 0, 0, floor(bits / 4294967296) % 256,
-            floor(bits / 16777216) % 256, floor(bits / 65536) % 256, floor(bits / 256) % 256, bits % 256)
-  local h1, h2, h3, h4, h5, h6, h7, h8 = H0[1], H0[2], H0[3], H0[4], H0[5], H0[6], H0[7], H0[8]
-  local w = {}
-  for pos = 1, #msg, 64 do
-    for j = 1, 16 do
-      local b1, b2, b3, b4 = byte(msg, pos + 4 * j - 4, pos + 4 * j - 1)
-      w[j] = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-    end
-    for j = 17, 64 do
-      local x, y = w[j - 15], w[j - 2]
-      w[j] = tobit(w[j - 16] + bxor(ror(x, 7), ror(x, 18), rshift(x, 3))
-                   + w[j - 7] + bxor(ror(y, 17), ror(y, 19), rshift(y, 10)))
-    end
-    local a, b, c, d, e, f, g, h = h1, h2, h3, h4, h5, h6, h7, h8
-    for j = 1, 64 do
-      local t1 = h + bxor(ror(e, 6), ror(e, 11), ror(e, 25)) + bxor(g, band(e, bxor(f, g))) + K[j] + w[j]
-      local t2 = bxor(ror(a, 2), ror(a, 13), ror(a, 22)) + bor(band(a, b), band(c, bor(a, b)))
-      h, g, f = g, f, e
-      e = tobit(d + t1)
-      d, c, b = c, b, a
-      a = tobit(t1 + t2)
-    end
-    h1, h2, h3, h4 = tobit(h1 + a), tobit(h2 + b), tobit(h3 + c), tobit(h4 + d)
-    h5, h6, h7, h8 = tobit(h5 + e), tobit(h6 + f), tobit(h7 + g), tobit(h8 + h)
-  end
-  return h1 % 4294967296
-end
-
--- bucket = int(first 8 hex of SHA-256(salt .. ":" .. key), 16) mod 10000
+-- bucket = int(first 8 hex of SHA-1(salt .. ":" .. key), 16) mod 10000.
+-- SHA-1 because Redis computes it natively (a bucket is not a security
+-- boundary); a SHA written in Lua cost ~16x a plain lookup.
 local function bucket(salt, key)
-  return sha256_word0(salt .. ':' .. key) % BASIS_POINTS
+  return tonumber(sub(redis.sha1hex(salt .. ':' .. key), 1, 8), 16) % BASIS_POINTS
 end
 
 -- ---------------------------------------------------------------------------
@@ -217,7 +166,7 @@ end
 
 -- ---------------------------------------------------------------------------
 -- buckets (no-writes): ARGV = salt1, key1, salt2, key2, ... -> their buckets.
--- Lets checks and tests hold this SHA-256 to the Python reference.
+-- Lets checks and tests hold this SHA-1 bucket to the Python reference.
 -- ---------------------------------------------------------------------------
 local function buckets(keys, args)
   init()
