@@ -538,6 +538,8 @@ def score_batch(store, booster, version: str, directory: Path, *,
     labels = np.empty(u, dtype=np.int8)
     written = 0
     chunk_keys = max(int(chunk_keys), 1)
+    if u:
+        store.reserve_keys(version, u)  # grow the version's layout once for the batch, not chunk by chunk
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="irisdag-write") as pool:
         pending = None
         for start in range(0, u, chunk_keys):

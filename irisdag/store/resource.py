@@ -3,10 +3,13 @@
 Keys (all under ``irisdag:``):
 
 - ``version:<v>``  HASH of a model version's metadata: digest, scheme,
-  created_at, role, validated, complete, generation, keys, shards, extras.
-- ``pred:<v>:<s>`` / ``pred:<v>:i<s>``  the version's answers, sharded into
-  small hashes that Redis keeps in its compact listpack encoding (see
-  `write_predictions`); read only by the Lua ``lookup``.
+  created_at, role, validated, complete, generation, keys, classes, and its
+  layout (shards, layout, stored; next_layout, next_shards while resharding),
+  extras.
+- ``pred:<v>:<s>`` / ``pred:<v>:i<s>`` (layout 0), ``pred:<v>:g<g>:<s>`` /
+  ``pred:<v>:g<g>:i<s>`` (after a reshard)  the version's answers, sharded
+  into small hashes that Redis keeps in its compact listpack encoding (see
+  FILL_MAX, `_reshard`); read only by the Lua ``lookup`` functions.
 - ``routing``  HASH (champion, previous, challenger, strategy, shares,
   holdout_bp, salt, epoch, updated_at), changed only by the Lua ``route``.
 - ``audit``, ``misses``, ``decisions``  capped streams; ``decision`` (latest
@@ -17,6 +20,7 @@ Redis >= 7 runs the Lua library ``irisdag`` with FCALL/FCALL_RO; Redis 6.2
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -57,25 +61,33 @@ DECISIONS_MAXLEN = 10_000
 # key, or about 90 us when an experiment makes Lua hash every key.
 LOOKUP_CHUNK = 10_000
 WRITE_CHUNK_BYTES = 4 << 20  # bytes of pipelined HSETs per socket write
-# Shard sizing. A listpack insert scans the hash, so small shards write
-# faster (about 64 entries: > 1M writes/s) for about 1.5 bytes more per
-# prediction than full ones. A version's shard count is fixed when it is
-# registered and it grows with every batch, so the mean stays far below the
-# server's listpack limit (hash-max-listpack-entries; 128 in redis.conf) and a
-# floor of shards leaves room to grow. Shards that hold nothing cost nothing.
-SHARD_TARGET = 64
-MIN_SHARDS = 4096
-DEFAULT_LISTPACK_ENTRIES = 128
-MAX_SHARDS = 1 << 20
+# Shard sizing, never read from the server's CONFIG. Redis keeps a hash in its
+# compact listpack encoding up to hash-max-listpack-entries entries: 512 compiled
+# into 7.x, 128 in the sample redis.conf; we assume 128 everywhere. About 36
+# bytes an answer in a listpack, plus ~200 bytes a shard hash (its key name,
+# dict entry, allocator rounding): measured 44.6 B an answer at a mean of 32 a
+# shard, 43.3 at 40, 42.6 at 64, 41.2 at 80. A version grows: its shard count
+# is planned when it is registered and when a batch's size is known
+# (`reserve_keys`: RESERVE_FILL a shard), and whenever a write would take the
+# mean past FILL_MAX it is resharded to at least twice the shards
+# (`_reshard`), so the mean stays within 40..80 and no shard nears 128
+# (P(Poisson(80) >= 128) ~ 1e-7). Shards that hold nothing cost nothing.
+FILL_TARGET = 64
+RESERVE_FILL = 72
+FILL_MAX = 80
+MIN_SHARDS = 16
+MAX_SHARDS = 1 << 22
+RESHARD_STEP = 256  # old shards copied per call of the Lua `reshard` (~20k answers: a few ms of Redis)
 GENERATION_FIELD = "generation"
 # Version fields only the store sets; `extra` may not overwrite them.
 _RESERVED = frozenset({"digest", "scheme", "created_at", "role", "validated", "validated_reason",
-                       "validated_at", "complete", "generation", "keys", "shards"})
+                       "validated_at", "complete", "generation", "keys", "shards", "layout",
+                       "next_layout", "next_shards", "stored", "classes"})
 
 # Version ids become parts of key names and SCAN patterns: no ':' and no glob characters.
 _VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-_LUA_FUNCTIONS = ("lookup", "route", "buckets")
+_LUA_FUNCTIONS = ("lookup", "lookup_digests", "route", "buckets", "reshard")
 _ENTRY_MARKER = "-- @@entry-points"
 
 
@@ -182,9 +194,14 @@ def _field_value(value) -> str:
     return "" if value is None else str(value)
 
 
-def pred_key(version: str, shard: int, *, ids: bool = False) -> str:
-    """The hash holding a shard of a version's answers (feature keys, or id keys)."""
-    return f"{PRED_PREFIX}{version}:{'i' if ids else ''}{shard}"
+def pred_key(version: str, shard: int, *, ids: bool = False, layout: int = 0) -> str:
+    """The hash holding a shard of a version's answers (feature keys, or id keys) in one of its layouts."""
+    return f"{pred_prefix(version, layout)}{'i' if ids else ''}{shard}"
+
+
+def pred_prefix(version: str, layout: int = 0) -> str:
+    """Shard hash names of a layout: layout 0 ``pred:<v>:<s>``, a resharded one ``pred:<v>:g<layout>:<s>``."""
+    return f"{PRED_PREFIX}{version}:" + (f"g{int(layout)}:" if int(layout) else "")
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -360,11 +377,87 @@ def _pack_call(head: Sequence, keys: list[str]) -> bytes:
     """One command: ``head`` arguments, then ``keys`` (str), as RESP."""
     out = [b"*%d\r\n" % (len(head) + len(keys))]
     out += [_bulk(a) for a in head]
-    if keys and all(len(k) == 64 for k in keys) and (joined := "".join(keys)).isascii() and len(joined) == 64 * len(keys):
+    if keys and all(isinstance(k, str) and len(k) == 64 for k in keys) and (joined := "".join(keys)).isascii() and len(joined) == 64 * len(keys):
         out.append(b"$64\r\n" + "\r\n$64\r\n".join(keys).encode("ascii") + b"\r\n")
     else:
         out += [_bulk(k) for k in keys]
     return b"".join(out)
+
+
+ROUTE_CODES = {0: "miss", 1: "holdout"}  # codes >= 4: 4 * (1 + arm) + class index
+
+
+@dataclass(frozen=True)
+class BatchAnswers:
+    """What `ServingStore.lookup_digests` answers: one code a key and the versions they name.
+
+    ``codes`` (uint8): 0 miss, 1 holdout, else 4 * (1 + i) + class index,
+    where ``versions[i]`` answered (i = 0: the champion; i >= 1: an arm of
+    the experiment, route challenger).
+    """
+
+    codes: np.ndarray
+    versions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int8 class index a key, -1 where there is none (miss, holdout)."""
+        c = self.codes
+        return np.where(c >= 4, c % 4, -1).astype(np.int8)
+
+    @property
+    def version_index(self) -> np.ndarray:
+        """int16 index into ``versions`` a key, -1 where none answered."""
+        c = self.codes.astype(np.int16)
+        return np.where(c >= 4, c // 4 - 1, -1).astype(np.int16)
+
+    def _table(self) -> list[tuple]:
+        table = [(None, None, "miss")] * 256
+        table[1] = (None, None, "holdout")
+        for i, v in enumerate(self.versions):
+            for label, name in enumerate(LABELS):
+                if 4 * (1 + i) + label < 256:
+                    table[4 * (1 + i) + label] = (name, v or None, "champion" if i == 0 else "challenger")
+        return table
+
+    def records(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The answers as `ServingStore.lookup` gives them: {"key", "label", "version", "route"}."""
+        table = self._table()
+        return [{"key": k, "label": t[0], "version": t[1], "route": t[2]}
+                for k, t in zip(keys, map(table.__getitem__, self.codes.tolist()))]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a version's answers are: the layout lookups read, and the one a reshard fills."""
+
+    FIELDS = ("validated", "shards", "layout", "next_layout", "next_shards", "stored")
+
+    validated: str
+    shards: int
+    layout: int
+    next_layout: int | None
+    next_shards: int
+    stored: int
+
+    @classmethod
+    def parse(cls, version: str, values) -> "_Layout | None":
+        validated, shards, layout, next_layout, next_shards, stored = (_s(v) for v in values)
+        if not validated and not shards:
+            return None
+        return cls(validated=validated, shards=int(shards or 0), layout=int(layout or 0),
+                   next_layout=int(next_layout) if next_layout else None, next_shards=int(next_shards or 0),
+                   stored=int(stored or 0))
+
+    def all(self) -> list[tuple[int, int]]:
+        """(layout, shards) of every layout that must receive answers: the served one, then the next."""
+        out = [(self.layout, self.shards)] if self.shards else []
+        if self.next_layout is not None:
+            out.append((self.next_layout, self.next_shards))
+        return out
 
 
 class StoreClient:
@@ -556,37 +649,23 @@ class StoreClient:
 
     # ---- versions ------------------------------------------------------------
 
-    def _listpack_entries(self) -> int:
-        """The server's hash-max-listpack-entries (128 when CONFIG is not allowed)."""
-        client = self.client()
-        for name in ("hash-max-listpack-entries", "hash-max-ziplist-entries"):
-            try:
-                values = client.config_get(name)
-            except redis.ResponseError:
-                return DEFAULT_LISTPACK_ENTRIES
-            for value in values.values():
-                try:
-                    return max(8, int(_s(value)))
-                except ValueError:
-                    pass
-        return DEFAULT_LISTPACK_ENTRIES
-
     def _plan_shards(self, expected_keys: int) -> int:
         # The version will have to cover what the champion covers, and more.
         planned = max(int(expected_keys or 0), 0)
         champion = _s(self.client().hget(ROUTING_KEY, "champion"))
         if champion:
             planned = max(planned, int(_s(self.client().hget(VERSION_PREFIX + champion, "keys")) or 0))
-        fill = max(4, min(SHARD_TARGET, self._listpack_entries() // 2))
-        return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(planned / fill)))
+        return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(planned / FILL_TARGET)))
 
     def register_version(self, version: str, digest: str, *, role: str, extra: dict | None = None,
                          expected_keys: int = 0) -> dict[str, str]:
         """Record a model version; re-registering never resets its verdict, progress or layout.
 
-        ``expected_keys`` sizes the prediction layout (its shard count is fixed
-        here, for the version's life); the current champion's key count is a
-        floor, since a challenger must cover what the champion serves.
+        ``expected_keys`` sizes the prediction layout (the current champion's
+        key count is a floor, since a challenger must cover what the champion
+        serves); it grows later as answers arrive (`reserve_keys`, `_reshard`).
+        ``classes`` (the class names, comma-separated, in index order) lets
+        the Lua ``lookup`` answer names to consumers in any language.
         """
         if not _VERSION_ID.fullmatch(version or ""):
             raise ValueError(f"bad version id {version!r}: letters, digits, '.', '_' and '-' only")
@@ -600,12 +679,13 @@ class StoreClient:
         if known and known != digest:
             raise ValueError(f"version {version} is already registered with digest {known}, not {digest}")
         shards = self._plan_shards(expected_keys)
-        fields = {"digest": digest, "scheme": SCHEME, "role": role,
+        fields = {"digest": digest, "scheme": SCHEME, "role": role, "classes": ",".join(LABELS),
                   **{str(k): _field_value(v) for k, v in extra.items()}}
         pipe = client.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         for name, value in (("created_at", _now()), ("validated", "pending"), ("complete", "0"),
-                            ("generation", "0"), ("keys", "0"), ("shards", str(shards))):
+                            ("generation", "0"), ("keys", "0"), ("shards", str(shards)), ("layout", "0"),
+                            ("stored", "0")):
             pipe.hsetnx(key, name, value)
         pipe.hgetall(key)
         return _decode_hash(pipe.execute()[-1])
@@ -691,20 +771,24 @@ class StoreClient:
         For recovery: a batch retried after its write died mid-way (Redis or
         the run killed) adds only the keys that were new on the retry, so
         ``keys`` misses what the dead attempt wrote. One HLEN per shard hash,
-        pipelined (about 1 ms per 2,000 shards).
+        pipelined (about 1 ms per 2,000 shards). Also resets ``stored``, the
+        running count that decides when the version is resharded.
         """
         client = self.client()
-        shards = int(_s(client.hget(VERSION_PREFIX + version, "shards")) or 0)
-        if shards < 1:
-            raise ValueError(f"version {version} is not registered")
+        layout = self._layout(version)
+        total = self._count_answers(layout.layout, layout.shards, version)
+        client.hset(VERSION_PREFIX + version, mapping={"keys": str(total), "stored": str(total)})
+        return total
+
+    def _count_answers(self, layout: int, shards: int, version: str) -> int:
+        client = self.client()
         total = 0
-        names = [pred_key(version, s, ids=ids) for ids in (False, True) for s in range(shards)]
+        names = [pred_key(version, s, ids=ids, layout=layout) for ids in (False, True) for s in range(shards)]
         for i in range(0, len(names), 20_000):
             pipe = client.pipeline(transaction=False)
             for name in names[i:i + 20_000]:
                 pipe.hlen(name)
             total += int(sum(pipe.execute()))
-        client.hset(VERSION_PREFIX + version, "keys", str(total))
         return total
 
     def delete_version(self, version: str) -> int:
@@ -724,7 +808,8 @@ class StoreClient:
                     if version in routing.versions():
                         raise ValueError(f"version {version} is still named by routing "
                                          f"(epoch {routing.epoch}); it cannot be deleted")
-                    shards = int(_s(pipe.hget(vkey, "shards")) or 0)
+                    found = _Layout.parse(version, pipe.hmget(vkey, *_Layout.FIELDS))
+                    layouts = found.all() if found else []
                     pipe.multi()
                     pipe.unlink(vkey)
                     removed = pipe.execute()[0]
@@ -732,8 +817,9 @@ class StoreClient:
                 except redis.WatchError:
                     continue
         # The metadata is gone, so no route can name the version any more.
-        if shards:
-            names = [pred_key(version, s, ids=ids) for s in range(shards) for ids in (False, True)]
+        if layouts:
+            names = [pred_key(version, s, ids=ids, layout=g) for g, n in layouts for s in range(n)
+                     for ids in (False, True)]
         else:  # registered by someone else, or half deleted: find its hashes
             names = [_s(k) for k in client.scan_iter(match=f"{PRED_PREFIX}{version}:*", count=1000)]
         names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
@@ -754,29 +840,54 @@ class StoreClient:
 
         ``keys`` may also be a numpy ``S32`` array of raw digests (what a
         prepared batch holds): the fast path, with no hex at all.
+
+        When these answers could take the version's mean past FILL_MAX a
+        shard, the version is resharded first (`_reshard`). While a reshard
+        runs (here or in another process) answers go to both layouts, and a
+        write that raced a switch is repeated in the new layout, so the layout
+        lookups read is always complete.
         """
         digests = _digest_array(keys)
         if digests is None:
             keys = keys if isinstance(keys, list) else list(keys)
         labels_arr = _labels_array(labels, len(keys), version)
-        client = self.client()
-        validated, shards = client.hmget(VERSION_PREFIX + version, "validated", "shards")
-        if validated is None:
-            raise ValueError(f"version {version} is not registered; register it before writing predictions")
-        if _s(validated) != "1":
-            raise ValueError(f"version {version} is not validated (validated={_s(validated)}); "
-                             "predictions of a version without a passing verdict are refused")
-        n_shards = int(_s(shards) or 0)
-        if n_shards < 1:
-            raise ValueError(f"version {version} has no shard count; re-register it")
+        layout = self._layout(version, writing=True)
         if len(keys) == 0:
             return 0
-        if digests is not None:
-            return self._write_hex(version, n_shards, digests.tobytes(), labels_arr)
+        hex_raw, hex_labels, id_keys, id_labels = self._split_keys(version, keys, digests, labels_arr)
+        layout = self._make_room(version, layout, len(labels_arr))
+        written: list[tuple[int, int]] = []
+        added = 0
+        for g, n in layout.all():
+            got = self._write_layout(version, g, n, hex_raw, hex_labels, id_keys, id_labels)
+            if not written:
+                added = got
+            written.append((g, n))
+        if added:
+            self.client().hincrby(VERSION_PREFIX + version, "stored", added)
+        # A reshard may have begun or switched while these answers were sent:
+        # they must be in every layout the version may serve from.
+        while True:
+            now = self._layout(version).all()
+            missing = [t for t in now if t not in written]
+            if not missing:
+                break
+            for g, n in missing:
+                self._write_layout(version, g, n, hex_raw, hex_labels, id_keys, id_labels)
+                written.append((g, n))
+        retired = [(g, n) for g, n in written if (g, n) not in now]
+        for g, n in retired:  # the reshard already unlinked it; drop what this write recreated
+            self._unlink_written(version, g, n, hex_raw, id_keys)
+        return added
 
+    def _split_keys(self, version: str, keys, digests, labels: np.ndarray):
+        """(raw 32-byte feature keys joined, their labels, id keys, their labels)."""
+        none = np.zeros(0, dtype=np.int64)
+        if digests is not None:
+            return digests.tobytes(), labels, [], none
         hex_raw = self._hex_keys_raw(keys)
         if hex_raw is not None:
-            return self._write_hex(version, n_shards, hex_raw, labels_arr)
+            return hex_raw, labels, [], none
         hex_idx, id_idx = [], []
         for i, key in enumerate(keys):
             if not isinstance(key, str):
@@ -788,13 +899,135 @@ class StoreClient:
             else:
                 raise ValueError(f"write_predictions({version}): {key!r} is neither a 64-hex input key "
                                  "(lowercase) nor an id:<id> key")
+        raw = bytes.fromhex("".join(keys[i] for i in hex_idx)) if hex_idx else b""
+        return raw, labels[hex_idx], [keys[i] for i in id_idx], labels[id_idx]
+
+    def _write_layout(self, version: str, layout: int, n_shards: int, hex_raw: bytes, hex_labels: np.ndarray,
+                      id_keys: list[str], id_labels: np.ndarray) -> int:
         added = 0
-        if hex_idx:
-            raw = bytes.fromhex("".join(keys[i] for i in hex_idx))
-            added += self._write_hex(version, n_shards, raw, labels_arr[hex_idx])
-        if id_idx:
-            added += self._write_ids(version, n_shards, [keys[i] for i in id_idx], labels_arr[id_idx])
+        if hex_raw:
+            added += self._write_hex(version, n_shards, hex_raw, hex_labels, layout=layout)
+        if id_keys:
+            added += self._write_ids(version, n_shards, id_keys, id_labels, layout=layout)
         return added
+
+    def _unlink_written(self, version: str, layout: int, n_shards: int, hex_raw: bytes, id_keys: list[str]) -> None:
+        shards = set()
+        if hex_raw:
+            lead = np.frombuffer(hex_raw, ">u4")[::8]
+            shards |= {pred_key(version, int(s), layout=layout) for s in np.unique(lead % np.uint32(n_shards))}
+        shards |= {pred_key(version, shard_of(k, n_shards), ids=True, layout=layout) for k in id_keys}
+        names = sorted(shards)
+        for i in range(0, len(names), 1000):
+            self.client().unlink(*names[i:i + 1000])
+
+    # ---- layout and resharding ---------------------------------------------------
+
+    def _layout(self, version: str, *, writing: bool = False) -> "_Layout":
+        fields = self.client().hmget(VERSION_PREFIX + version, *_Layout.FIELDS)
+        layout = _Layout.parse(version, fields)
+        if layout is None:
+            raise ValueError(f"version {version} is not registered; register it before writing predictions")
+        if writing and layout.validated != "1":
+            raise ValueError(f"version {version} is not validated (validated={layout.validated}); "
+                             "predictions of a version without a passing verdict are refused")
+        if layout.shards < 1:
+            raise ValueError(f"version {version} has no shard count; re-register it")
+        return layout
+
+    def reserve_keys(self, version: str, incoming: int) -> int:
+        """Before a batch of ``incoming`` distinct keys is written: grow the version's layout
+        once, for all of them, rather than doubling chunk by chunk. Returns the shard count.
+
+        Sized for RESERVE_FILL a shard if every incoming key were new; since the
+        version ends up holding at least max(stored, incoming) answers, the mean
+        stays at 36 or more a shard even when most keys were stored already.
+        Refused, like a write, unless the version is registered and validated.
+        """
+        layout = self._layout(version, writing=True)
+        if layout.next_layout is not None:
+            layout = self._reshard(version, layout, layout.next_shards)
+        need = layout.stored + max(int(incoming), 0)
+        if need > layout.shards * FILL_MAX and layout.shards < MAX_SHARDS:
+            layout = self._reshard(version, layout, math.ceil(need / RESERVE_FILL))
+        return layout.shards
+
+    def _make_room(self, version: str, layout: "_Layout", incoming: int) -> "_Layout":
+        """The layout to write ``incoming`` answers to: a reshard left half done is finished,
+        and a layout these answers could fill past FILL_MAX a shard is grown."""
+        if layout.next_layout is not None:
+            layout = self._reshard(version, layout, layout.next_shards)
+        need = layout.stored + incoming
+        if need > layout.shards * FILL_MAX and layout.shards < MAX_SHARDS:
+            layout = self._reshard(version, layout, max(2 * layout.shards, math.ceil(need / FILL_TARGET)))
+        return layout
+
+    def _reshard(self, version: str, layout: "_Layout", shards: int) -> "_Layout":
+        """Copy a version's answers into a new layout of ``shards`` hashes, then switch to it.
+
+        1. claim: ``next_layout``/``next_shards`` are set (compare-and-set; a
+           reshard already claimed, by a process that died or still runs, is
+           joined instead); from then on every write goes to both layouts;
+        2. copy: the Lua ``reshard`` copies RESHARD_STEP old shards a call,
+           inside Redis (lookups run between the calls, on the old layout,
+           which stays complete);
+        3. switch: ``layout``/``shards`` are set and ``next_*`` removed in one
+           transaction, if nobody switched first; lookups read both fields in
+           one call, so each call sees one complete layout;
+        4. the old layout's hashes are unlinked.
+        Copies are idempotent (same key, same answer), so two reshards of one
+        version, or a write racing a copy, lose nothing.
+        """
+        shards = min(MAX_SHARDS, max(int(shards), MIN_SHARDS))
+        vkey = VERSION_PREFIX + version
+        client = self.client()
+        with client.pipeline(transaction=True) as pipe:  # 1. claim
+            while True:
+                try:
+                    pipe.watch(vkey)
+                    current = _Layout.parse(version, pipe.hmget(vkey, *_Layout.FIELDS))
+                    if current is None:
+                        raise ValueError(f"version {version} is not registered")
+                    if current.layout != layout.layout and current.next_layout is None:
+                        pipe.unwatch()
+                        return current  # someone else finished a reshard meanwhile
+                    if current.next_layout is not None:
+                        pipe.unwatch()
+                        break
+                    pipe.multi()
+                    pipe.hset(vkey, mapping={"next_layout": str(current.layout + 1), "next_shards": str(shards)})
+                    pipe.execute()
+                    current = dataclasses.replace(current, next_layout=current.layout + 1, next_shards=shards)
+                    break
+                except redis.WatchError:
+                    continue
+        src, dst = current.layout, current.next_layout
+        copied = 0
+        calls = [[pred_prefix(version, src), pred_prefix(version, dst), str(current.next_shards), str(lo),
+                  str(min(current.shards, lo + RESHARD_STEP))]
+                 for lo in range(0, current.shards, RESHARD_STEP)]
+        for i in range(0, len(calls), 16):  # 2. copy: 16 calls a round trip
+            copied += sum(int(c) for c in self._call_many("reshard", [], calls[i:i + 16], readonly=False))
+        with client.pipeline(transaction=True) as pipe:  # 3. switch
+            while True:
+                try:
+                    pipe.watch(vkey)
+                    now = _Layout.parse(version, pipe.hmget(vkey, *_Layout.FIELDS))
+                    if now is None or now.layout != src or now.next_layout != dst:
+                        pipe.unwatch()
+                        return self._layout(version)  # another process switched first and unlinks
+                    pipe.multi()
+                    pipe.hset(vkey, mapping={"layout": str(dst), "shards": str(current.next_shards),
+                                             "stored": str(max(now.stored, copied))})
+                    pipe.hdel(vkey, "next_layout", "next_shards")
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        names = [pred_key(version, s, ids=ids, layout=src) for s in range(current.shards) for ids in (False, True)]
+        for i in range(0, len(names), 1000):  # 4. the old layout
+            client.unlink(*names[i:i + 1000])
+        return self._layout(version)
 
     @staticmethod
     def _hex_keys_raw(keys: list) -> bytes | None:
@@ -814,7 +1047,7 @@ class StoreClient:
         # fromhex skips whitespace, so a key with spaces decodes short.
         return raw if len(raw) == 32 * len(keys) else None
 
-    def _write_hex(self, version: str, n_shards: int, raw: bytes, labels: np.ndarray) -> int:
+    def _write_hex(self, version: str, n_shards: int, raw: bytes, labels: np.ndarray, *, layout: int = 0) -> int:
         n = len(labels)
         key_bytes = np.frombuffer(raw, np.uint8).reshape(n, 32)
         lead = ((key_bytes[:, 0].astype(np.uint32) << 24) | (key_bytes[:, 1].astype(np.uint32) << 16)
@@ -833,7 +1066,7 @@ class StoreClient:
         counts = np.bincount(shard, minlength=n_shards)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         commands: list[tuple[bytes, memoryview]] = []
-        prefix = f"{PRED_PREFIX}{version}:".encode("utf-8")
+        prefix = pred_prefix(version, layout).encode("utf-8")
         for s in np.flatnonzero(counts).tolist():
             c, start = int(counts[s]), int(starts[s])
             name = b"%s%d" % (prefix, s)
@@ -894,13 +1127,14 @@ class StoreClient:
             pool.release(conn)
         return added
 
-    def _write_ids(self, version: str, n_shards: int, keys: list[str], labels: np.ndarray) -> int:
+    def _write_ids(self, version: str, n_shards: int, keys: list[str], labels: np.ndarray, *,
+                   layout: int = 0) -> int:
         groups: dict[int, dict[bytes, int]] = {}
         for key, label in zip(keys, labels.tolist()):
             groups.setdefault(shard_of(key, n_shards), {})[key[len(ID_PREFIX):].encode("utf-8")] = label
         pipe = self.client().pipeline(transaction=False)
         for s, mapping in groups.items():
-            pipe.hset(pred_key(version, s, ids=True), mapping=mapping)
+            pipe.hset(pred_key(version, s, ids=True, layout=layout), mapping=mapping)
         try:
             return int(sum(pipe.execute()))
         except redis.ResponseError as err:
@@ -938,6 +1172,49 @@ class StoreClient:
 
         self._call_chunks("lookup", [ROUTING_KEY], chunks, decode, readonly=True)
         return parts[0] if len(parts) == 1 else [d for part in parts for d in part]
+
+    def lookup_digests(self, digests) -> BatchAnswers:
+        """Served answers for raw keys (a numpy ``S32`` array of SHA-256 digests, or bytes
+        joined), in one round trip: the batch path, several times faster than `lookup`.
+
+        Up to LOOKUP_CHUNK keys a call of the Lua ``lookup_digests``, pipelined;
+        routing is read once a call, so should it change between calls the
+        answers of each call are still from one routing (codes are remapped to
+        one ``versions`` list).
+        """
+        if isinstance(digests, (bytes, bytearray, memoryview)):
+            blob = bytes(digests)
+            if len(blob) % 32:
+                raise ValueError(f"lookup_digests: {len(blob)} bytes is not a whole number of 32-byte keys")
+        else:
+            arr = _digest_array(digests)
+            if arr is None:
+                raise ValueError("lookup_digests needs raw 32-byte keys (numpy S32), e.g. keys.digests_of_hex")
+            blob = arr.tobytes()
+        n = len(blob) // 32
+        if n == 0:
+            return BatchAnswers(np.zeros(0, np.uint8), ())
+        step = 32 * LOOKUP_CHUNK
+        chunks = [[blob[i:i + step]] for i in range(0, len(blob), step)]
+        codes = np.empty(n, np.uint8)
+        versions: list[str] = []
+
+        def take(i: int, reply) -> None:
+            part = np.frombuffer(reply[0], np.uint8)
+            names = [_s(v) for v in reply[1:]]
+            if names != versions[:len(names)] or (i and len(names) != len(versions)):
+                remap = np.arange(256, dtype=np.uint8)
+                for j, name in enumerate(names):
+                    if name not in versions:
+                        versions.append(name)
+                    k = versions.index(name)
+                    for label in range(4):
+                        remap[4 * (1 + j) + label] = 4 * (1 + k) + label
+                part = remap[part]
+            codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
+
+        self._call_chunks("lookup_digests", [ROUTING_KEY], chunks, take, readonly=True)
+        return BatchAnswers(codes, tuple(versions))
 
     def _call_chunks(self, name: str, keys: Sequence[str], arg_lists: list[list[str]], on_reply, *,
                      readonly: bool) -> None:

@@ -287,7 +287,8 @@ def test_restart_with_aof_keeps_routing_versions_functions_and_misses(servers, t
         try:
             libraries = [_pairs(lib) for lib in raw.function_list()]
             [lib] = [lib for lib in libraries if lib["library_name"] == "irisdag"]
-            assert {_pairs(f)["name"] for f in lib["functions"]} == {"lookup", "route", "buckets"}
+            assert {_pairs(f)["name"] for f in lib["functions"]} == {
+                "lookup", "lookup_digests", "route", "buckets", "reshard"}
             reply = raw.execute_command("FCALL_RO", "lookup", 1, ROUTING_KEY, str(batch.keys[0]))
             assert reply[0][0] in ("champion", "challenger", "holdout")
         finally:
