@@ -22,6 +22,7 @@ import numpy as np
 import xgboost as xgb
 
 from irisdag.core.keys import N_FEATURES, SCHEME, invalid_mask
+from irisdag.models.validation import ModelFormatError, check_model_bytes
 
 CLASSES = ("setosa", "versicolor", "virginica")
 N_CLASSES = len(CLASSES)
@@ -32,10 +33,6 @@ MAX_MODEL_BYTES = 256 * 1024 * 1024
 PREDICT_CHUNK_ROWS = 262_144
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ModelFormatError(ValueError):
-    """A file that is not an acceptable XGBoost JSON iris model (names the file)."""
 
 
 class DigestMismatch(ValueError):
@@ -122,62 +119,36 @@ def _now() -> str:
 
 
 def _describe_json_model(data: bytes, name: str) -> dict:
-    """Check the bytes are an XGBoost JSON model for 4 features and 3 classes; return facts about it."""
+    """Check the bytes are a sound XGBoost JSON model for 4 features and 3 classes; return facts about it.
+
+    Size and format first (pickles, archives), then the whole structure
+    (``validation.check_model_bytes``): XGBoost never sees bytes that fail here.
+    """
     if len(data) == 0:
-        raise ModelFormatError(f"{name}: empty file, not an XGBoost JSON model")
+        raise ModelFormatError(f"{name}: empty file, not an XGBoost JSON model", "empty")
     if len(data) > MAX_MODEL_BYTES:
-        raise ModelFormatError(f"{name}: {len(data)} bytes, larger than the {MAX_MODEL_BYTES} byte limit for a model")
+        raise ModelFormatError(f"{name}: {len(data)} bytes, larger than the {MAX_MODEL_BYTES} byte limit for a model",
+                               "size")
     head = data[:2]
     if head[:1] == b"\x80" or head in (b"(d", b"(l", b"(i", b"(c", b"}q", b"]q", b"cc"):
         raise ModelFormatError(
             f"{name}: looks like a Python pickle; irisdag never loads pickled models, "
-            "save the model as XGBoost JSON (booster.save_model('model.json'))")
+            "save the model as XGBoost JSON (booster.save_model('model.json'))", "pickle")
     if head == b"PK":
-        raise ModelFormatError(f"{name}: is a zip archive, not an XGBoost JSON model")
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFormatError(
-            f"{name}: not JSON ({err.__class__.__name__}: {err}); an XGBoost JSON model is required "
-            "(UBJSON and pickles are refused)") from None
-    learner = doc.get("learner") if isinstance(doc, dict) else None
-    if not isinstance(learner, dict) or "gradient_booster" not in learner or "learner_model_param" not in learner:
-        keys = sorted(doc)[:8] if isinstance(doc, dict) else type(doc).__name__
-        raise ModelFormatError(f"{name}: JSON but not an XGBoost model (no learner/gradient_booster; found {keys})")
-    lmp = learner.get("learner_model_param") or {}
-    objective = (learner.get("objective") or {}).get("name")
-    try:
-        num_feature = int(lmp.get("num_feature"))
-        num_class = int(lmp.get("num_class", 0))
-    except (TypeError, ValueError):
-        raise ModelFormatError(f"{name}: XGBoost model without a readable num_feature/num_class ({lmp})") from None
-    if num_feature != N_FEATURES:
-        raise ModelFormatError(
-            f"{name}: model takes {num_feature} features, an iris model takes {N_FEATURES} "
-            "(sepal length, sepal width, petal length, petal width)")
-    if objective not in OBJECTIVES:
-        raise ModelFormatError(f"{name}: objective {objective!r}; an iris classifier needs one of {', '.join(OBJECTIVES)}")
-    if num_class != N_CLASSES:
-        raise ModelFormatError(f"{name}: model has {num_class} classes, an iris model has {N_CLASSES} ({', '.join(CLASSES)})")
-    ftypes = learner.get("feature_types") or []
-    if any(t not in ("float", "q", "int", "i") for t in ftypes):
-        raise ModelFormatError(f"{name}: feature types {ftypes} are not all numeric")
-    version = doc.get("version")
-    return {
-        "objective": objective,
-        "num_class": num_class,
-        "num_feature": num_feature,
-        "feature_names": list(learner.get("feature_names") or []),
-        "xgboost_format_version": ".".join(str(v) for v in version) if isinstance(version, list) else version,
-    }
+        raise ModelFormatError(f"{name}: is a zip archive, not an XGBoost JSON model", "archive")
+    return check_model_bytes(data, name)
 
 
-def _booster_from_bytes(data: bytes, name: str) -> xgb.Booster:
+def _booster_from_bytes(data: bytes, name: str, checked: bool = False) -> xgb.Booster:
+    """The booster of checked model bytes: every load goes through the structural check first."""
+    if not checked:
+        _describe_json_model(data, name)
     booster = xgb.Booster()
     try:
         booster.load_model(bytearray(data))
     except xgb.core.XGBoostError as err:
-        raise ModelFormatError(f"{name}: XGBoost could not load the model: {str(err).splitlines()[0]}") from None
+        raise ModelFormatError(f"{name}: XGBoost could not load the model: {str(err).splitlines()[0]}",
+                               "xgboost-refused") from None
     if booster.num_features() != N_FEATURES:
         raise ModelFormatError(f"{name}: model takes {booster.num_features()} features, an iris model takes {N_FEATURES}")
     return booster
@@ -264,12 +235,13 @@ def import_model(path_or_bytes, directory, source: str | None = None, meta: Mapp
         data = p.read_bytes()
         source = source or str(p.resolve())
     facts = _describe_json_model(data, name)
-    booster = _booster_from_bytes(data, name)
+    booster = _booster_from_bytes(data, name, checked=True)
     facts["num_boosted_rounds"] = booster.num_boosted_rounds()
     try:
         out = np.asarray(booster.inplace_predict(np.array([[5.0, 2.9, 1.1, 0.4]]), validate_features=False))
     except xgb.core.XGBoostError as err:
-        raise ModelFormatError(f"{name}: XGBoost could not predict with the model: {str(err).splitlines()[0]}") from None
+        raise ModelFormatError(f"{name}: XGBoost could not predict with the model: {str(err).splitlines()[0]}",
+                               "xgboost-refused") from None
     if out.size not in (1, N_CLASSES):
         raise ModelFormatError(f"{name}: model predicts {out.size} outputs per row, expected {N_CLASSES} class probabilities")
     record = {"imported": True, "source": source}
