@@ -226,16 +226,19 @@ def cmd_rollback(args) -> int:
     before = store.routing()
     result = defs.get_job_def("rollback").execute_in_process(
         instance=get_instance(), raise_on_error=False, run_config=_run_config(args.verbose))
+    # Report what Redis holds, not what the run says: the rollback applied iff the routing
+    # function recorded this run's operation (a step that failed after it still rolled back).
+    applied = store.applied_operation(f"rollback:{result.run_id}") is not None
     after = store.routing()
-    out = {"ok": result.success, "champion": after.champion, "rolled_back": before.champion if result.success else "",
+    out = {"ok": applied, "champion": after.champion, "rolled_back": before.champion if applied else "",
            "previous": after.previous, "epoch": after.epoch, "run_id": result.run_id}
-    if result.success:
+    if applied:
         text = f"rolled back: {before.champion[:12]} -> {after.champion[:12]} (epoch {after.epoch})"
     else:
         out["error"] = "rollback refused: " + run_error(result)
         text = f"irisdag: {out['error']} (run {result.run_id[:8]})"
     _emit(out, args.json, text)
-    return EXIT_DONE if result.success else EXIT_FAILED
+    return EXIT_DONE if applied else EXIT_FAILED
 
 
 # ---- demo / ui / stop -----------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Jobs that change what is served. Each goes through the one Redis routing
 function (epoch compare-and-set, validated/complete/coverage checks), which
 also writes the audit stream; each is a run in the UI, tagged with versions."""
+import redis
 from dagster import (
     AssetMaterialization, Config, Failure, OpExecutionContext, define_asset_job, job, op,
 )
@@ -10,7 +11,7 @@ from irisdag.defs.assets.comparison import comparison
 from irisdag.defs.assets.data import feedback, incoming_batch
 from irisdag.defs.assets.predictions import challenger_predictions, champion_predictions
 from irisdag.defs.settings import REDIS_RETRY
-from irisdag.store.resource import ServingStore
+from irisdag.store.resource import ServingStore, StoreError
 
 
 
@@ -24,8 +25,31 @@ def _refuse(context, message: str, serving_store: ServingStore | None = None, ac
     function, which audits its own) are written to the audit stream too."""
     context.log.error(message)
     if serving_store is not None:
-        serving_store.audit_refusal(action, message, decision_id=decision_id, run_id=context.run_id)
+        try:
+            serving_store.audit_refusal(action, message, decision_id=decision_id, run_id=context.run_id)
+        except (redis.RedisError, StoreError) as err:  # e.g. a full Redis: the refusal itself stands
+            context.log.warning(f"the refusal could not be audited: {err}")
     raise Failure(description=message, allow_retries=False)
+
+
+def _held(serving_store: ServingStore, **extra) -> dict:
+    """What Redis holds now: the routing the run reports (never what it meant to write)."""
+    routing = serving_store.routing()
+    return {"champion": routing.champion, "previous": routing.previous, "challenger": routing.challenger,
+            "shares": dict(routing.shares), "epoch": routing.epoch, **extra}
+
+
+def _already_applied(context, serving_store: ServingStore, operation: str) -> dict | None:
+    """When this operation already took effect (a retried step, a re-executed run): what Redis holds."""
+    epoch = serving_store.applied_operation(operation)
+    if epoch is None:
+        return None
+    context.log.info(f"{operation} already applied at epoch {epoch}; nothing to do again")
+    return _held(serving_store, operation=operation, applied_epoch=epoch, already_applied=True)
+
+
+def _newest_decision_id(config: DecisionConfig, serving_store: ServingStore) -> str:
+    return config.decision_id or (serving_store.latest_decision() or {}).get("decision_id", "")
 
 
 def _decision_for(context, config: DecisionConfig, serving_store: ServingStore, action: str):
@@ -46,68 +70,85 @@ def _decision_for(context, config: DecisionConfig, serving_store: ServingStore, 
 
 @op(retry_policy=REDIS_RETRY, description="Make the decided challenger the champion; the old champion becomes `previous`.")
 def promote_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
+    operation = f"promote:{_newest_decision_id(config, serving_store)}"
+    done = _already_applied(context, serving_store, operation)
+    if done is not None:
+        return done
     decision, routing = _decision_for(context, config, serving_store, "promote")
     champion, challenger, did = decision["champion"], decision["challenger"], decision["decision_id"]
+    fields = {other: {"lifecycle": "aborted"} for other in {v for v, _ in routing.shares} - {challenger}}
+    fields[challenger] = {"lifecycle": "promoted", "role": "champion"}  # the bandit's other arms: aborted
+    fields[champion] = {"role": "previous"}
     ok, reason, epoch = serving_store.set_routing(
         routing.epoch, {"champion": challenger, "previous": champion, "challenger": "", "shares": "{}"},
-        action="promote", decision_id=did, run_id=context.run_id)
+        action="promote", decision_id=did, run_id=context.run_id, operation=f"promote:{did}",
+        version_fields=fields)
     if not ok:
         _refuse(context, f"promotion of {challenger[:12]}… refused: {reason}")
-    serving_store.set_version_fields(challenger, lifecycle="promoted", role="champion")
-    serving_store.set_version_fields(champion, role="previous")
-    for other in {v for v, _ in routing.shares} - {challenger}:  # the bandit's other arms
-        serving_store.set_version_fields(other, lifecycle="aborted")
     context.log_event(AssetMaterialization(
         asset_key="champion_model", description=f"promoted by decision {did}",
         metadata={"version": challenger, "previous": champion, "decision_id": did, "epoch": epoch}))
-    return {"champion": challenger, "previous": champion, "epoch": epoch}
+    return _held(serving_store, operation=f"promote:{did}", outcome=reason)
 
 
 @op(retry_policy=REDIS_RETRY, description="Restore the previous champion (kept scored, so this is instant and complete).")
 def rollback_champion(context: OpExecutionContext, serving_store: ServingStore) -> dict:
+    operation = f"rollback:{context.run_id}"  # a retried step of this run rolls back once
+    done = _already_applied(context, serving_store, operation)
+    if done is not None:
+        return done
     routing = serving_store.routing()
     if not routing.previous:
         _refuse(context, "there is no previous champion to roll back to", serving_store, "rollback")
     bad, restored = routing.champion, routing.previous
     ok, reason, epoch = serving_store.set_routing(
         routing.epoch, {"champion": restored, "previous": "", "challenger": "", "shares": "{}"},
-        action="rollback", run_id=context.run_id)
+        action="rollback", run_id=context.run_id, operation=operation,
+        version_fields={bad: {"lifecycle": "rolled_back", "role": "retired"}, restored: {"role": "champion"}})
     if not ok:
         _refuse(context, f"rollback to {restored[:12]}… refused: {reason}")
-    serving_store.set_version_fields(bad, lifecycle="rolled_back", role="retired")
-    serving_store.set_version_fields(restored, role="champion")
     context.log_event(AssetMaterialization(
         asset_key="champion_model", description=f"rolled back from {bad[:12]}…",
         metadata={"version": restored, "rolled_back": bad, "epoch": epoch}))
-    return {"champion": restored, "rolled_back": bad, "epoch": epoch}
+    return _held(serving_store, operation=operation, rolled_back=bad, outcome=reason)
 
 
 @op(retry_policy=REDIS_RETRY, description="End an experiment the decision found worse: every arm stops serving, "
                                           "the champion serves all traffic again.")
 def abort_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
+    operation = f"abort:{_newest_decision_id(config, serving_store)}"
+    done = _already_applied(context, serving_store, operation)
+    if done is not None:
+        return done
     decision, routing = _decision_for(context, config, serving_store, "abort")
+    aborted = sorted({decision["challenger"], *[v for v, _ in routing.shares]} - {""})
+    did = decision["decision_id"]
     ok, reason, epoch = serving_store.set_routing(
         routing.epoch, {"challenger": "", "shares": "{}"}, action="abort",
-        decision_id=decision["decision_id"], run_id=context.run_id)
+        decision_id=did, run_id=context.run_id, operation=f"abort:{did}",
+        version_fields={v: {"lifecycle": "aborted"} for v in aborted})
     if not ok:
         _refuse(context, f"abort refused: {reason}")
-    aborted = sorted({decision["challenger"], *[v for v, _ in routing.shares]} - {""})
-    for version in aborted:
-        serving_store.set_version_fields(version, lifecycle="aborted")
-    return {"aborted": aborted, "epoch": epoch}
+    return _held(serving_store, operation=f"abort:{did}", aborted=aborted, outcome=reason)
 
 
 @op(retry_policy=REDIS_RETRY, description="Apply the shares a canary or bandit decision asks for (epoch compare-and-set).")
 def ramp_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
+    operation = f"ramp:{_newest_decision_id(config, serving_store)}"
+    done = _already_applied(context, serving_store, operation)
+    if done is not None:
+        return done
     decision, routing = _decision_for(context, config, serving_store, "ramp")
     shares = [(v, int(bp)) for v, bp in decision.get("shares_bp", {}).items() if int(bp) > 0]
+    did = decision["decision_id"]
     ok, reason, epoch = serving_store.set_routing(
-        routing.epoch, {"shares": shares}, action="ramp", decision_id=decision["decision_id"], run_id=context.run_id)
+        routing.epoch, {"shares": shares}, action="ramp", decision_id=did, run_id=context.run_id,
+        operation=f"ramp:{did}",
+        version_fields={v: {"lifecycle": f"{routing.strategy} {int(bp) / 100:g}%"}
+                        for v, bp in decision.get("shares_bp", {}).items()})
     if not ok:
         _refuse(context, f"ramp refused: {reason}")
-    for version, bp in decision.get("shares_bp", {}).items():
-        serving_store.set_version_fields(version, lifecycle=f"{routing.strategy} {int(bp) / 100:g}%")
-    return {"shares": dict(shares), "epoch": epoch}
+    return _held(serving_store, operation=f"ramp:{did}", outcome=reason)
 
 
 @job(tags={"irisdag/action": "promote"},

@@ -419,6 +419,16 @@ class EnvServingStore(ServingStore):
         direct = self._direct()
         return direct.label if direct is not None else super().label
 
+    def routing_store(self) -> ServingStore:
+        """The routing user's store (``routing_url``, an EnvVar resolved here when used directly)."""
+        url = (_resolved(self.routing_url) or "").strip() if self.routing_url else ""
+        if not url:
+            return self
+        store = _STORES.get(url)
+        if store is None:
+            store = _STORES[url] = ServingStore(redis_url=url)
+        return store
+
 
 # ---- the production resources ------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from irisdag.store import embedded
 LABELS = ("setosa", "versicolor", "virginica")  # class index -> name
 
 ROUTING_KEY = "irisdag:routing"
+OPERATIONS_KEY = "irisdag:routing:operations"  # HASH operation id -> epoch it applied (idempotence)
 AUDIT_KEY = "irisdag:audit"
 MISSES_KEY = "irisdag:misses"
 INPUTS_KEY = "irisdag:inputs"
@@ -145,6 +146,7 @@ class _Conn:
 
 
 _CONNS: dict[str, _Conn] = {}
+_ROUTING_STORES: dict[str, "StoreClient"] = {}
 _CONNS_LOCK = threading.Lock()
 
 
@@ -469,15 +471,29 @@ class StoreClient:
     lookup starts fast); `ServingStore` is the same class as a Dagster resource.
     """
 
-    def __init__(self, redis_url: str = ""):
+    def __init__(self, redis_url: str = "", routing_url: str = ""):
         self.redis_url = redis_url
+        # The Redis routing user's URL (IRISDAG_ROUTING_REDIS_URL), used only to change routing
+        # (the Lua `route`) and to audit refused routing attempts; empty: redis_url.
+        self.routing_url = routing_url
 
     @classmethod
     def from_env(cls):
         """The store named by REDIS_URL (the embedded one when unset)."""
         import os
 
-        return cls(redis_url=os.environ.get("REDIS_URL", ""))
+        return cls(redis_url=os.environ.get("REDIS_URL", ""),
+                   routing_url=os.environ.get("IRISDAG_ROUTING_REDIS_URL", ""))
+
+    def routing_store(self) -> "StoreClient":
+        """The store as the routing user (DESIGN §3): itself when no routing URL is set."""
+        url = (self.routing_url or "").strip()
+        if not url or url == (self.redis_url or "").strip():
+            return self
+        store = _ROUTING_STORES.get(url)
+        if store is None:
+            store = _ROUTING_STORES[url] = StoreClient(redis_url=url)
+        return store
 
     # ---- connection -------------------------------------------------------
 
@@ -1308,13 +1324,19 @@ class StoreClient:
         return Routing.from_hash(_decode_hash(self.client().hgetall(ROUTING_KEY)))
 
     def set_routing(self, expected_epoch: int, changes: dict, *, action: str, decision_id: str = "",
-                    run_id: str = "") -> tuple[bool, str, int]:
+                    run_id: str = "", operation: str = "",
+                    version_fields: dict[str, dict[str, str]] | None = None) -> tuple[bool, str, int]:
         """Change routing through the Lua ``route``: compare-and-set on epoch, audited.
 
         ``changes`` holds any of champion, previous, challenger, strategy,
         shares (dict or list of (version, bp), order kept), holdout_bp, salt.
+        ``operation`` (e.g. ``promote:<decision id>``) makes the change take
+        effect once: a second call with the same id, retried or concurrent,
+        changes nothing and answers applied ("already applied at epoch N").
+        ``version_fields`` ({version: {"role"/"lifecycle": value}}) are written
+        by the same function, only when the change applies.
         Returns (applied, reason, epoch): the new epoch, or the current one
-        when refused.
+        when refused or already applied.
         """
         payload: dict[str, Any] = {}
         for name, value in changes.items():
@@ -1324,16 +1346,26 @@ class StoreClient:
                 payload[name] = int(value or 0)
             else:
                 payload[name] = "" if value is None else str(value)
-        ok, reason, epoch = self._call(
-            "route", [ROUTING_KEY, AUDIT_KEY],
-            [str(int(expected_epoch)), json.dumps(payload), action, decision_id or "", run_id or "", _now()],
+        meta = {str(v): {str(k): _field_value(x) for k, x in fields.items()}
+                for v, fields in (version_fields or {}).items() if v}
+        ok, reason, epoch = self.routing_store()._call(
+            "route", [ROUTING_KEY, AUDIT_KEY, OPERATIONS_KEY],
+            [str(int(expected_epoch)), json.dumps(payload), action, decision_id or "", run_id or "", _now(),
+             operation or "", json.dumps(meta) if meta else ""],
             readonly=False)
         return bool(int(ok)), _s(reason), int(epoch)
+
+    def applied_operation(self, operation: str) -> int | None:
+        """The epoch at which a routing operation (see `set_routing`) applied, or None."""
+        if not operation:
+            return None
+        epoch = self.client().hget(OPERATIONS_KEY, operation)
+        return None if epoch is None else int(epoch)
 
     def audit_refusal(self, action: str, reason: str, *, decision_id: str = "", run_id: str = "") -> None:
         """Audit an attempt refused before it reached the routing function (e.g. nothing to roll back to)."""
         routing = self.routing()
-        self.client().xadd(AUDIT_KEY, {
+        self.routing_store().client().xadd(AUDIT_KEY, {
             "action": action, "outcome": "refused", "champion": routing.champion, "previous": routing.previous,
             "challenger": routing.challenger, "strategy": routing.strategy, "reason": reason,
             "epoch": str(routing.epoch), "decision_id": decision_id, "run_id": run_id, "time": _now(),
@@ -1496,6 +1528,10 @@ def _dagster_resource_class():
         redis_url: str = Field(
             default="",
             description="redis:// or rediss:// URL (user and password in the URL); empty: the embedded server.")
+        routing_url: str = Field(
+            default="",
+            description="URL of the Redis routing user, used only to change routing (the Lua `route`) and to "
+                        "audit refused routing attempts (IRISDAG_ROUTING_REDIS_URL); empty: redis_url.")
 
         def setup_for_execution(self, context: dg.InitResourceContext) -> None:
             """At the start of a run (or sensor tick), before any step: Redis must answer.

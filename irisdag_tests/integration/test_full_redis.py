@@ -148,3 +148,134 @@ def test_different_library_on_a_full_redis_still_serves(servers):
     fill(server)
     close_clients()
     assert ServingStore(redis_url=server.url).lookup(keys) == expected
+
+
+# ---- routing operations take effect once, with their metadata (issue 9 item 6) ----------------------
+
+def two_served_versions(store: ServingStore, n: int = 50) -> tuple[str, str, list[str]]:
+    """Champion A serving, challenger B validated, complete and covering what A covers."""
+    a, keys = serve_champion(store, n)
+    b = hashlib.sha256(b"challenger").hexdigest()
+    store.register_version(b, b, role="challenger", expected_keys=n)
+    store.set_validated(b, True, "test")
+    store.mark_generation(b, 1, store.write_predictions(b, keys, (np.arange(n) + 1) % 3))
+    return a, b, keys
+
+
+def run_job(name: str, store: ServingStore, instance, **config):
+    from irisdag.defs import jobs
+
+    job = getattr(jobs, name)
+    run_config = {"ops": {job.graph.node_defs[0].name: {"config": config}}} if config else {}
+    return job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                  resources={"serving_store": store})
+
+
+@pytest.fixture
+def instance(tmp_path):
+    from dagster import instance_for_test
+
+    (tmp_path / "dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+def promote_decision(store: ServingStore, a: str, b: str, decision_id: str = "d-1") -> str:
+    store.record_decision({"decision_id": decision_id, "decision": "promote", "champion": a, "challenger": b,
+                           "reason": "test"})
+    return decision_id
+
+
+def test_rollback_under_a_full_redis_applies_with_its_metadata_and_reports_applied(servers, instance, tmp_path):
+    server = servers(*noeviction(0))
+    store = ServingStore(redis_url=server.url)
+    a, b, keys = two_served_versions(store)
+    did = promote_decision(store, a, b)
+    assert run_job("promote", store, instance, decision_id=did).success
+    assert store.routing().champion == b and store.routing().previous == a
+    fill(server)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        store.set_version_fields(b, lifecycle="x")  # what the job used to do after the compare-and-set
+
+    result = run_job("rollback", store, instance)
+    assert result.success
+    out = result.output_for_node("rollback_champion")
+    routing = store.routing()
+    assert (routing.champion, routing.previous) == (a, "") and out["champion"] == a and out["rolled_back"] == b
+    assert out["epoch"] == routing.epoch == 3
+    # The metadata was written by the routing function itself, under OOM.
+    assert store.version_info(b)["lifecycle"] == "rolled_back" and store.version_info(b)["role"] == "retired"
+    assert store.version_info(a)["role"] == "champion"
+    assert [(e["action"], e["outcome"]) for e in store.audit(10)][-1] == ("rollback", "applied")
+    assert {r["version"] for r in store.lookup(keys)} == {a}
+
+
+def test_cli_rollback_on_a_full_redis_reports_what_redis_holds(servers, tmp_path):
+    server = servers(*noeviction(0))
+    store = ServingStore(redis_url=server.url)
+    a, b, _ = two_served_versions(store)
+    assert store.set_routing(1, {"champion": b, "previous": a}, action="promote")[0]
+    fill(server)
+    env = {**os.environ, "REDIS_URL": server.url, "IRISDAG_HOME": str(tmp_path / "state"),
+           "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([sys.executable, "-m", "irisdag.cli", "rollback"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == f"rolled back: {b[:12]} -> {a[:12]} (epoch 3)"
+    assert store.routing().champion == a
+
+
+def test_a_retried_promotion_applies_once(servers, instance):
+    server = servers()
+    store = ServingStore(redis_url=server.url)
+    a, b, _ = two_served_versions(store)
+    did = promote_decision(store, a, b)
+    first = run_job("promote", store, instance, decision_id=did)
+    assert first.success and first.output_for_node("promote_challenger")["epoch"] == 2
+    # The same decision again (a retried step or a re-executed run): applied once, reported as held.
+    again = run_job("promote", store, instance, decision_id=did)
+    assert again.success
+    out = again.output_for_node("promote_challenger")
+    assert out["already_applied"] and out["applied_epoch"] == 2 and out["champion"] == b and out["epoch"] == 2
+    promotions = [e for e in store.audit(20) if e["action"] == "promote"]
+    assert len(promotions) == 1 and promotions[0]["decision_id"] == did and promotions[0]["outcome"] == "applied"
+    assert store.applied_operation(f"promote:{did}") == 2
+    # At the store: the same operation with a stale epoch, and from 8 threads at once, changes nothing.
+    ok, reason, epoch = store.set_routing(1, {"champion": b, "previous": a}, action="promote",
+                                          operation=f"promote:{did}")
+    assert ok and reason == "already applied at epoch 2" and epoch == 2
+
+
+def test_concurrent_calls_of_one_operation_apply_once(servers):
+    import threading
+
+    server = servers()
+    store = ServingStore(redis_url=server.url)
+    a, b, _ = two_served_versions(store)
+    outcomes = []
+
+    def attempt():
+        outcomes.append(ServingStore(redis_url=server.url).set_routing(
+            1, {"champion": b, "previous": a}, action="promote", operation="promote:once",
+            version_fields={b: {"role": "champion"}}))
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(ok for ok, _, _ in outcomes)
+    assert sorted(reason for _, reason, _ in outcomes) == ["already applied at epoch 2"] * 7 + ["applied"]
+    assert store.routing().epoch == 2
+    assert len([e for e in store.audit(20) if e["action"] == "promote"]) == 1
+
+
+def test_route_refuses_bad_version_metadata_and_changes_nothing(servers):
+    server = servers()
+    store = ServingStore(redis_url=server.url)
+    a, b, _ = two_served_versions(store)
+    ok, reason, epoch = store.set_routing(1, {"champion": b, "previous": a}, action="promote",
+                                          version_fields={b: {"validated": "1"}})
+    assert not ok and "role and lifecycle" in reason and epoch == 1
+    assert store.routing().champion == a

@@ -328,10 +328,16 @@ end
 
 -- ---------------------------------------------------------------------------
 -- route (writes): the only way routing changes.
--- KEYS = irisdag:routing, irisdag:audit
+-- KEYS = irisdag:routing, irisdag:audit[, irisdag:routing:operations]
 -- ARGV = expected epoch, changes (JSON object; `shares` as a JSON *string*
---        so that the arms keep their order), action, decision_id, run_id, now
--- Returns {1, 'applied', new epoch} or {0, reason, current epoch}.
+--        so that the arms keep their order), action, decision_id, run_id, now,
+--        [operation id, version metadata (JSON {version: {role, lifecycle}})]
+-- Returns {1, 'applied', new epoch}, {1, 'already applied at epoch N', current
+-- epoch} (the operation id was applied before: nothing is written, so a retry
+-- takes effect once), or {0, reason, current epoch}.
+-- The version metadata is written here, with the routing, so that an applied
+-- change never lacks it (a full Redis refuses a later HSET; this function may
+-- write under OOM).
 -- ---------------------------------------------------------------------------
 local ROUTING_FIELDS = {
   champion = true, previous = true, challenger = true, strategy = true,
@@ -408,15 +414,49 @@ local function refuse_split(new, arms)
   return nil
 end
 
+-- Descriptive version fields a routing change may set (the store's own fields never).
+local VERSION_META_FIELDS = { role = true, lifecycle = true }
+
+-- The version metadata argument as {version, {field, value, ...}} pairs, or nil and the reason.
+local function parse_meta(text)
+  if not text or text == '' then return {} end
+  local ok, obj = pcall(cjson.decode, text)
+  if not ok or type(obj) ~= 'table' then return nil, 'version metadata must be a JSON object' end
+  local out = {}
+  for v, fields in pairs(obj) do
+    if type(v) ~= 'string' or type(fields) ~= 'table' then
+      return nil, 'version metadata must map versions to objects'
+    end
+    local flat = {}
+    for f, value in pairs(fields) do
+      if not VERSION_META_FIELDS[f] or type(value) ~= 'string' then
+        return nil, 'version metadata may set role and lifecycle (strings) only, got ' .. tostring(f)
+      end
+      flat[#flat + 1] = f
+      flat[#flat + 1] = value
+    end
+    if #flat > 0 then out[#out + 1] = { v, flat } end
+  end
+  return out
+end
+
 local function route(keys, args)
   init()
-  local rkey, akey = keys[1], keys[2]
+  local rkey, akey, okey = keys[1], keys[2], keys[3]
   local expected = tonumber(args[1] or '')
   local action, decision_id, run_id, now = args[3] or '', args[4] or '', args[5] or '', args[6] or ''
+  local operation = args[7] or ''
   if now == '' then now = redis.call('TIME')[1] end
 
   local cur = hash_to_table(redis.call('HGETALL', rkey))
   local epoch = tonumber(cur.epoch or '0') or 0
+  if okey and operation ~= '' then
+    local done = redis.call('HGET', okey, operation)
+    if done then
+      return { 1, 'already applied at epoch ' .. done, epoch }
+    end
+  end
+  local meta, bad_meta = parse_meta(args[8])
 
   local new, bad = apply_changes(cur, args[2] or '')
   local shown = new or cur -- what the audit records: the attempted routing
@@ -425,6 +465,8 @@ local function route(keys, args)
     reason = format('stale epoch: expected %s, current %d', tostring(args[1]), epoch)
   elseif bad then
     reason = bad
+  elseif bad_meta then
+    reason = bad_meta
   else
     local arms = parse_shares(new.shares)
     reason = refuse_split(new, arms)
@@ -463,11 +505,24 @@ local function route(keys, args)
       fields[#fields + 1] = new[f]
     end
     redis.call('HSET', rkey, 'epoch', format('%d', epoch), 'updated_at', now, unpack(fields))
+    for _, m in ipairs(meta) do
+      local vkey = VERSION_PREFIX .. m[1]
+      if redis.call('HEXISTS', vkey, 'digest') == 1 then
+        redis.call('HSET', vkey, unpack(m[2]))
+      end
+    end
+    if okey and operation ~= '' then
+      redis.call('HSET', okey, operation, format('%d', epoch))
+    end
   end
   for _, kv in ipairs({ { 'epoch', format('%d', epoch) }, { 'decision_id', decision_id },
                         { 'run_id', run_id }, { 'time', now } }) do
     audit[#audit + 1] = kv[1]
     audit[#audit + 1] = kv[2]
+  end
+  if operation ~= '' then
+    audit[#audit + 1] = 'operation'
+    audit[#audit + 1] = operation
   end
   redis.call('XADD', akey, 'MAXLEN', '~', '100000', '*', unpack(audit))
   if reason then return { 0, reason, epoch } end
