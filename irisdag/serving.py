@@ -590,6 +590,31 @@ def bring_up_to_date(store, booster, version: str, batches_root: Path, log=None)
     return {"scored_partitions": scored, "keys_written": written, "generation": len(kept)}
 
 
+def score_then_keep(store, boosters: dict, partition: str, batches_root: Path, log=None) -> int:
+    """Score a new batch with every given version, and only then register it as a kept batch.
+
+    A kept batch is scored by every later scoring run (`bring_up_to_date`), so
+    registering one that cannot be scored would block them all: here each
+    version is first brought up to date over the batches already kept, then
+    scores the new one; the batch joins the kept list (and each version's
+    generation moves to it) only when every version answered it. Returns the
+    number of distinct keys the batch holds.
+    """
+    directory = Path(batches_root) / partition
+    for version, booster in boosters.items():
+        bring_up_to_date(store, booster, version, batches_root, log=log)
+    written = {version: score_batch(store, booster, version, directory)[0] for version, booster in boosters.items()}
+    index = store.partition_index(partition)
+    for version, booster in boosters.items():
+        done = int((store.version_info(version) or {}).get("generation") or 0)
+        if done == index - 1:
+            store.mark_generation(version, index, written[version])
+            store.recount_keys(version)
+        else:  # another run kept a batch meanwhile: cover everything in order
+            bring_up_to_date(store, booster, version, batches_root, log=log)
+    return load_prepared(directory).n_keys
+
+
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=str))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -15,84 +16,134 @@ import numpy as np
 SCHEME = "iris-r1"
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 N_FEATURES = len(FEATURES)
-BOUND = 1e6  # |x| must be strictly below this
+BOUND = 1e6  # |round(x, 1)| must be strictly below this
 ID_PREFIX = "id:"
 MAX_ID_LENGTH = 256
 
 
-class InputError(ValueError):
-    """A value that cannot be keyed. Names the value and where it stood."""
+# The bound applies to the ROUNDED value (DESIGN §2): |round(x, 1)| < 10^6, i.e. |q| < 10^7.
+# `in_bounds` and `in_bounds_array` are the one definition every entry uses (CLI, batch,
+# miss, fallback, scorer), so 999999.96 (which rounds to 1000000.0) is refused everywhere.
+Q_BOUND = 10 * 10**6
+_CLEARLY_OUT = 2e6  # beyond this no rounding can bring a value back in (and quantize stays finite)
 
-    def __init__(self, message: str, *, value=None, position: int | None = None, row: int | None = None):
+# ASCII decimal or exponent notation, optionally signed, with ASCII blanks around it.
+# Python's float() also takes '5_0', non-ASCII digits ('٥', '５'), unicode spaces and
+# 'infinity': none of those is a number here.
+_ASCII_BLANKS = " \t\r\n\x0b\x0c"
+NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NAN_RE = re.compile(r"[+-]?nan", re.IGNORECASE)
+_INF_RE = re.compile(r"[+-]?inf(?:inity)?", re.IGNORECASE)
+MAX_SHOWN = 60  # characters of a bad value quoted in a message
+
+
+def shown(value) -> str:
+    """repr of a value for a message, cut to MAX_SHOWN characters (a message never carries a whole huge field)."""
+    r = repr(value)
+    return r if len(r) <= MAX_SHOWN else r[:MAX_SHOWN] + f"…({len(r)} chars)"
+
+
+class InputError(ValueError):
+    """A value that cannot be keyed. Names the value and where it stood.
+
+    Rows and positions are numbered from 1 in messages: ``row 3, position 2
+    (sepal_width)``; the ``position`` attribute stays the 0-based index.
+    ``kind`` is a stable reason class (counted by quarantines).
+    """
+
+    def __init__(self, message: str, *, value=None, position: int | None = None, row: int | None = None,
+                 kind: str = "invalid"):
         where = []
         if row is not None:
             where.append(f"row {row}")
         if position is not None:
-            where.append(f"position {position} ({FEATURES[position]})" if 0 <= position < N_FEATURES else f"position {position}")
+            where.append(f"position {position + 1} ({FEATURES[position]})" if 0 <= position < N_FEATURES
+                         else f"position {position + 1}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.value = value
         self.position = position
         self.row = row
         self.reason = message
+        self.kind = kind
 
 
-def check_value(x, position: int, row: int | None = None, shown=None) -> float:
-    """One feature value: a real, finite number with |x| < 10^6.
+def in_bounds(x: float) -> bool:
+    """A finite float whose value rounded to 0.1 (exactly, `quantize`) has |.| < 10^6."""
+    return abs(x) < _CLEARLY_OUT and abs(quantize(x)) < Q_BOUND
 
-    ``shown`` is the value as the caller wrote it (text from a command line or
-    CSV), so the error names what the user typed, not its float.
+
+def check_value(x, position: int, row: int | None = None, shown_text=None) -> float:
+    """One feature value: a real, finite number whose rounded value has |x| < 10^6.
+
+    ``shown_text`` is the value as the caller wrote it (text from a command
+    line or CSV), so the error names what the user typed, not its float.
     """
-    name = repr(x if shown is None else shown)
+    name = shown(x if shown_text is None else shown_text)
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise InputError(f"{name} is not a number", value=x, position=position, row=row)
+        raise InputError(f"{name} is not a number", value=x, position=position, row=row, kind="not_a_number")
     try:
         xf = float(x)
     except OverflowError:  # a Python int beyond the double range
-        raise InputError(f"{name} is out of bounds (|x| must be < 1e6)", value=x, position=position, row=row) from None
+        raise InputError(f"{name} is out of bounds (|x| rounded to 0.1 must be < 1e6)", value=x, position=position,
+                         row=row, kind="out_of_bounds") from None
     if math.isnan(xf):
-        raise InputError(f"{name} is NaN", value=x, position=position, row=row)
+        raise InputError(f"{name} is NaN", value=x, position=position, row=row, kind="nan")
     if math.isinf(xf):
-        raise InputError(f"{name} is infinite", value=x, position=position, row=row)
-    if abs(xf) >= BOUND:
-        # Text such as '1e7' is also shown as the number it means.
-        means = f"= {xf!r}; " if shown is not None and str(shown).strip() != repr(xf) else ""
-        raise InputError(f"{name} is out of bounds ({means}|x| must be < 1e6)", value=x, position=position, row=row)
+        raise InputError(f"{name} is infinite", value=x, position=position, row=row, kind="infinite")
+    if not in_bounds(xf):
+        if abs(xf) < _CLEARLY_OUT:
+            means = f"rounds to {format_q(quantize(xf))}; "
+        else:  # text such as '1e7' is also shown as the number it means
+            means = f"= {xf!r}; " if shown_text is not None and str(shown_text).strip() != repr(xf) else ""
+        raise InputError(f"{name} is out of bounds ({means}|x| rounded to 0.1 must be < 1e6)", value=x,
+                         position=position, row=row, kind="out_of_bounds")
     return xf
 
 
 def validate_features(values, row: int | None = None) -> tuple[float, float, float, float]:
     """Four finite numbers in the order of FEATURES, or an InputError naming the bad one."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise InputError(f"expected four numbers, got {values!r}", value=values, row=row)
+        raise InputError(f"expected four numbers, got {shown(values)}", value=values, row=row, kind="field_count")
     vals = list(values)
     if len(vals) != N_FEATURES:
         raise InputError(
-            f"expected {N_FEATURES} values ({', '.join(FEATURES)}), got {len(vals)}: {vals!r}",
-            value=vals, row=row)
+            f"expected {N_FEATURES} values ({', '.join(FEATURES)}), got {len(vals)}: {shown(vals)}",
+            value=vals, row=row, kind="field_count")
     return tuple(check_value(v, i, row) for i, v in enumerate(vals))  # type: ignore[return-value]
+
+
+def parse_number(text, position: int, row: int | None = None) -> float:
+    """One text field (command line, CSV) to a validated value: ASCII decimal or exponent notation only."""
+    if not isinstance(text, str):
+        return check_value(text, position, row)
+    s = text.strip(_ASCII_BLANKS)
+    if not NUMBER_RE.fullmatch(s):
+        if _NAN_RE.fullmatch(s):
+            raise InputError(f"{shown(text)} is NaN", value=text, position=position, row=row, kind="nan")
+        if _INF_RE.fullmatch(s):
+            raise InputError(f"{shown(text)} is infinite", value=text, position=position, row=row, kind="infinite")
+        raise InputError(f"{shown(text)} is not a number (ASCII decimal or exponent notation only)",
+                         value=text, position=position, row=row, kind="not_a_number")
+    return check_value(float(s), position, row, shown_text=text)
 
 
 def parse_features(texts: Sequence[str], row: int | None = None) -> tuple[float, float, float, float]:
     """Text fields (command line, CSV) to validated features; names the field that fails."""
     if len(texts) != N_FEATURES:
         raise InputError(
-            f"expected {N_FEATURES} values ({', '.join(FEATURES)}), got {len(texts)}: {list(texts)!r}",
-            value=list(texts), row=row)
-    out = []
-    for i, t in enumerate(texts):
-        s = t.strip() if isinstance(t, str) else t
-        try:
-            x = float(s)
-        except (TypeError, ValueError):
-            raise InputError(f"{t!r} is not a number", value=t, position=i, row=row) from None
-        out.append(check_value(x, i, row, shown=t))
-    return tuple(out)  # type: ignore[return-value]
+            f"expected {N_FEATURES} values ({', '.join(FEATURES)}), got {len(texts)}: {shown(list(texts))}",
+            value=list(texts), row=row, kind="field_count")
+    return tuple(parse_number(t, i, row) for i, t in enumerate(texts))  # type: ignore[return-value]
 
 
 def quantize(x: float) -> int:
-    """q = 10 * round(x, 1), exactly (CPython's round is correctly rounded, half-even)."""
-    return int(round(round(x, 1) * 10))
+    """q = 10 * round(x, 1), exactly (CPython's round is correctly rounded, half-even).
+
+    Always on a Python float: numpy's own round(np.float64, 1) scales by 10 in
+    floating point and gets ties near 1e6 wrong.
+    """
+    return int(round(round(float(x), 1) * 10))
 
 
 def format_q(q: int) -> str:
@@ -130,10 +181,20 @@ def id_key(entity_id) -> str:
 
 # ---- vectorized path (batches) ------------------------------------------------
 
-def invalid_mask(X: np.ndarray) -> np.ndarray:
-    """Rows of a float (N, 4) array that fail validation (NaN, inf, |x| >= 1e6)."""
+def in_bounds_array(X: np.ndarray) -> np.ndarray:
+    """bool, elementwise: finite and |round(x, 1)| < 10^6 -- `in_bounds` without Python per value."""
+    X = np.asarray(X, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        return ~(np.isfinite(X) & (np.abs(X) < BOUND)).all(axis=1)
+        ok = np.isfinite(X) & (np.abs(X) < _CLEARLY_OUT)
+    edge = ok & (np.abs(X) >= BOUND - 1.0)  # only values this close to the bound can round across it
+    if edge.any():
+        ok[edge] = np.abs(quantize_array(X[edge])) < Q_BOUND
+    return ok
+
+
+def invalid_mask(X: np.ndarray) -> np.ndarray:
+    """Rows of a float (N, 4) array that fail validation (NaN, inf, |round(x, 1)| >= 1e6)."""
+    return ~in_bounds_array(np.asarray(X, dtype=np.float64).reshape(-1, N_FEATURES)).all(axis=1)
 
 
 def describe_invalid(row_values: Sequence[float], row: int) -> str:

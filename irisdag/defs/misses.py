@@ -42,14 +42,14 @@ def store_misses(context: OpExecutionContext, serving_store: ServingStore, artif
         # will every later challenger's backfill (a promotion never loses these keys).
         partition = f"{MISS_BATCH_PREFIX}{entries[-1]['stream_id'].replace('-', '.')}"
         d = artifacts.batch_dir(partition)
-        prepared = serving.prepare_array(d, np.array(rows, dtype=np.float64))
+        serving.prepare_array(d, np.array(rows, dtype=np.float64))
         artifacts.push(f"batches/{partition}")
-        serving_store.partition_index(partition)
-        for version in serving_store.routing().versions():
-            booster = load_checked(serving_store, artifacts, version)
-            serving.bring_up_to_date(serving_store, booster, version, artifacts.batches_root(), log=context.log.info)
+        # Registered as a kept batch only once every routed version has scored it (DESIGN §2/§3):
+        # a batch that cannot be scored never blocks later scoring runs.
+        boosters = {v: load_checked(serving_store, artifacts, v) for v in serving_store.routing().versions()}
+        stored = serving.score_then_keep(serving_store, boosters, partition, artifacts.batches_root(),
+                                         log=context.log.info)
         artifacts.push("batches")
-        stored = prepared.n_keys
     # Acknowledged only now that every answer is stored.
     serving_store.ack_misses([e["stream_id"] for e in entries])
     for e in unscorable:

@@ -102,7 +102,7 @@ def test_course_files_through_the_public_interface(home):
     (["5.0", "2.9", "inf", "0.4"], "'inf' is infinite"),
     (["5.0", "2.9", "1.1", "1e6"], "'1e6'"),
     (["5.0", "2.9", "1.1", "-1e6"], "out of bounds"),
-    (["-1e-05", "2.9", "1.1", "-inf"], "position 3 (petal_width): '-inf' is infinite"),
+    (["-1e-05", "2.9", "1.1", "-inf"], "position 4 (petal_width): '-inf' is infinite"),
     (["5.0", "2.9", "1.1"], "got 3"),
     (["5.0", "2.9", "1.1", "0.4", "0.2"], "got 5"),
     (["5.0", "wide", "1.1", "0.4"], "'wide' is not a number"),

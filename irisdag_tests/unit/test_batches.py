@@ -96,9 +96,9 @@ def test_bad_rows_are_quarantined_with_reasons(tmp_path, chunk_bytes):
     q = {e["row"]: e for e in b.quarantine}
     assert sorted(q) == [2, 3, 4, 5, 8, 9, 10, 11]
     expect = {
-        2: ("NaN", "position 0"), 3: ("'abc'", "position 1"), 4: ("got 3", "expected 4"),
-        5: ("out of bounds", "position 2"), 8: ("infinite", "position 3"), 9: ("got 5", "expected 4"),
-        10: ("not a number", "position 2"), 11: ("out of bounds", "position 3"),
+        2: ("NaN", "position 1"), 3: ("'abc'", "position 2"), 4: ("got 3", "expected 4"),
+        5: ("out of bounds", "position 3"), 8: ("infinite", "position 4"), 9: ("got 5", "expected 4"),
+        10: ("not a number", "position 3"), 11: ("out of bounds", "position 4"),
     }
     for row, (a, c) in expect.items():
         reason = q[row]["reason"]

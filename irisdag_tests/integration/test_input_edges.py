@@ -1,0 +1,116 @@
+"""Input edges through real Dagster runs on a real Redis (issue 9 items 1, 7, 10; issue 8 item 3).
+
+The |x| < 10^6 bound applies after rounding at every entry; a kept batch is
+registered only after it is scored; bad or empty batches fail loudly; a batch
+without labels is scored and served.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dagster import AssetKey, build_sensor_context
+
+from irisdag import serving
+from irisdag.core import keys
+from irisdag.defs.partitions import window_key
+from irisdag.demo import DemoSummary, materialize_window
+
+WARMUP = ["raw_iris", "trusted_test_set", "champion_model", "incoming_batch", "feedback", "champion_predictions"]
+EDGE = 999999.96  # rounds to 1000000.0: out of bounds everywhere
+INSIDE = 999999.94  # rounds to 999999.9: in bounds everywhere
+
+
+class Runs:
+    def __init__(self, instance, resources):
+        self.instance, self.resources = instance, resources
+        self.store = resources["serving_store"]
+        self.summary = DemoSummary()
+
+    def window(self, index, selection=WARMUP, ops=None, expect_ok=True):
+        before = len(self.summary.failures)
+        result = materialize_window(selection, window_key(index), self.instance, self.resources, self.summary,
+                                    {"ops": ops or {}})
+        if expect_ok:
+            assert not self.summary.failures[before:], self.summary.failures[before:]
+        return result, self.summary.failures[before:]
+
+    def score_misses(self):
+        from irisdag.definitions import build_defs
+        from irisdag.defs.misses import miss_sensor
+
+        request = miss_sensor(build_sensor_context(instance=self.instance, resources=self.resources))
+        return build_defs(self.resources).get_job_def("score_misses").execute_in_process(
+            instance=self.instance, tags=request.tags, raise_on_error=False)
+
+
+@pytest.fixture
+def runs(dagster_env):
+    return Runs(*dagster_env)
+
+
+def _generated(rows=200):
+    return {"incoming_batch": {"config": {"rows": rows, "drift": 0.0, "drift_windows": 1}}}
+
+
+# ---- issue 9 item 1: the bound after rounding, one rule at every entry ----------------------------
+
+def test_the_bound_is_the_same_at_the_key_the_batch_and_the_scorer():
+    from irisdag.models.artifacts import _refuse_invalid  # the scorer's own guard
+
+    for x in (EDGE, -EDGE, 1e6, np.nextafter(1e6, 0)):
+        with pytest.raises(keys.InputError, match="out of bounds"):
+            keys.validate_features([x, 1, 1, 1])
+        with pytest.raises(keys.InputError, match="out of bounds"):
+            keys.parse_features([repr(float(x)), "1", "1", "1"])
+        assert keys.invalid_mask(np.array([[1, 1, 1, x]])).tolist() == [True]
+        with pytest.raises(ValueError):
+            _refuse_invalid(np.array([[x, 1.0, 1.0, 1.0]]), 0)
+    for x in (INSIDE, -INSIDE, 999999.95, -999999.95):
+        assert keys.validate_features([x, 1, 1, 1])[0] == x
+        assert keys.invalid_mask(np.array([[x, 1, 1, 1]])).tolist() == [False]
+        # what the scorer sees is the rounded value: still in bounds
+        q = keys.quantize(x)
+        _refuse_invalid(np.array([[q / 10, 1.0, 1.0, 1.0]]), 0)
+
+
+def test_a_miss_that_rounds_out_of_bounds_never_blocks_scoring(runs):
+    runs.window(0, ops=_generated())
+    good = [INSIDE, 3.0, 5.0, 1.8]
+    runs.store.queue_misses([{"key": keys.input_key(good), "features": good},
+                             {"key": "f" * 64, "features": [EDGE, 3.0, 5.0, 1.8]}])
+    result = runs.score_misses()
+    assert result.success
+    [hit] = runs.store.lookup([keys.input_key(good)])
+    assert hit["route"] == "champion" and hit["label"] is not None
+    # The kept miss batch holds only the in-bounds row, and every later scoring run still works.
+    kept = [p for p in runs.store.kept_partitions() if p.startswith("misses-")]
+    assert len(kept) == 1
+    assert serving.load_prepared(runs.resources["artifacts"].batch_dir(kept[0])).n_keys == 1
+    runs.window(1, ops=_generated())
+    champion = runs.store.routing().champion
+    assert int(runs.store.version_info(champion)["generation"]) == len(runs.store.kept_partitions())
+
+
+def test_a_batch_is_kept_only_after_every_version_scored_it(runs):
+    """`score_then_keep` with a version that may not be scored: the batch is never registered."""
+    runs.window(0, ops=_generated())
+    store, artifacts = runs.store, runs.resources["artifacts"]
+    kept_before = store.kept_partitions()
+    d = artifacts.batch_dir("misses-test")
+    serving.prepare_array(d, np.array([[5.0, 2.9, 1.1, 0.4]]))
+    champion = store.routing().champion
+    from irisdag.defs.assets.predictions import load_checked
+
+    booster = load_checked(store, artifacts, champion)
+    store.set_validated(champion, False, "withdrawn for the test")
+    with pytest.raises(ValueError, match="no passing validity verdict"):
+        serving.score_then_keep(store, {champion: booster}, "misses-test", artifacts.batches_root())
+    assert store.kept_partitions() == kept_before
+    store.set_validated(champion, True, "restored")
+    assert serving.score_then_keep(store, {champion: booster}, "misses-test", artifacts.batches_root()) == 1
+    assert store.kept_partitions() == kept_before + ["misses-test"]
+    assert int(store.version_info(champion)["generation"]) == len(kept_before) + 1
+
+
+def _latest_meta(runs, asset):
+    return runs.instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization.metadata
