@@ -225,6 +225,8 @@ class PreparedWriter:
         self._id_index: dict[str, int] = {}
         self._id_list: list[str] = []
         self._id_q = np.zeros((0, keyscheme.N_FEATURES), dtype=np.int32)
+        self._ids_before = 0
+        self.conflicting_ids: set[int] = set()  # key indexes of ids seen with different features
         self._closed = False
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -338,10 +340,23 @@ class PreparedWriter:
                 idx = self._id_index[k] = len(self._id_list)
                 self._id_list.append(k)
             g[j] = idx
+        known = g < self._ids_before  # ids seen in an earlier chunk
         if len(self._id_list) > len(self._id_q):
-            grown = np.zeros((max(len(self._id_list), 2 * len(self._id_q)), keyscheme.N_FEATURES), dtype=np.int32)
+            size = max(len(self._id_list), 2 * len(self._id_q))
+            grown = np.zeros((size, keyscheme.N_FEATURES), dtype=np.int32)
             grown[:len(self._id_q)] = self._id_q
             self._id_q = grown
+        # An id whose rows carry different rounded features is a conflict (issue 8 item 3):
+        # the caller quarantines all its rows; the same features again are a plain repeat.
+        first = np.full(len(uniq), len(codes), dtype=np.int64)
+        np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+        differs = (Q != Q[first[codes]]).any(axis=1)
+        clash = np.zeros(len(uniq), dtype=bool)
+        clash[codes[differs]] = True
+        clash[known] |= (self._id_q[g[known]] != Q[first[known]]).any(axis=1)
+        if clash.any():
+            self.conflicting_ids.update(g[clash].tolist())
+        self._ids_before = len(self._id_list)
         self._id_q[g] = Q[last]  # the id's last row so far wins
         self.n_keys = len(self._id_list)
         self._emit_inverse(g[codes])
@@ -418,17 +433,22 @@ def prepare_source(source, directory: Path, *, chunk_bytes: int | None = None) -
     """Stream a batch source CSV (DESIGN §6) into a prepared directory; memory stays bounded.
 
     Besides the prepared files, writes ``positions.npy`` (int64: the data-row
-    index of each good row, to align feedback labels) and ``quarantine.json``
-    (every quarantined row with its reason). Returns the batch's summary:
-    source, rows_read, rows_good, rows_quarantined, distinct_keys, keyed_by,
-    header, ignored_columns, blank_lines and quarantine (the list).
+    index of each good row, to align feedback labels), ``rows.npy`` (int64:
+    each good row's line number in the file, for messages) and
+    ``quarantine.json`` (quarantined rows counted by reason and a bounded
+    sample: `batches.Quarantine`). An id that appears with different features
+    has all its rows quarantined (kind ``duplicate_id``). Returns the batch's
+    summary: source, rows_read, rows_good, rows_quarantined,
+    quarantined_by_reason, distinct_keys, keyed_by, header, ignored_columns,
+    blank_lines and quarantine (the ``quarantine.json`` content).
     """
-    from irisdag.core.batches import DEFAULT_CHUNK_BYTES, iter_feature_csv
+    from irisdag.core.batches import DEFAULT_CHUNK_BYTES, Quarantine, iter_feature_csv
 
     directory = Path(directory)
     writer = PreparedWriter(directory)
     positions = _NpyAppender(directory / "positions.npy", np.int64)
-    quarantine: list = []
+    rows = _NpyAppender(directory / "rows.npy", np.int64)
+    quarantine = Quarantine()
     rows_read = blank = 0
     header = ignored = None
     has_ids = False
@@ -438,26 +458,71 @@ def prepare_source(source, directory: Path, *, chunk_bytes: int | None = None) -
             if len(part):
                 writer.add(part.X, part.ids)
             positions.append(part.positions)
-            quarantine.extend(part.quarantine)
+            rows.append(part.row_numbers)
+            chunk = Quarantine(len(part.quarantine))
+            chunk.counts, chunk.sample = dict(part.quarantine_counts), list(part.quarantine)
+            quarantine.merge(chunk)
             rows_read += part.rows_read
             blank += part.blank_lines
             header, ignored = part.header, part.ignored_columns
         if writer.mode is None and has_ids:
             writer.mode = "id"
+        conflicts = sorted(writer.conflicting_ids)
         prepared = writer.close()
         positions.commit()
+        rows.commit()
     except BaseException:
         writer.abort()
         positions.abort()
+        rows.abort()
         raise
-    write_json(directory / "quarantine.json", quarantine)
+    if conflicts:
+        prepared = _quarantine_conflicting_ids(directory, prepared, conflicts, quarantine)
+    quarantine.sample.sort(key=lambda q: q["row"])
+    saved = quarantine.to_json()
+    write_json(directory / "quarantine.json", saved)
     return {
         "source": str(source), "rows_read": int(rows_read), "rows_good": len(prepared),
-        "rows_quarantined": len(quarantine), "distinct_keys": prepared.n_keys,
+        "rows_quarantined": quarantine.total, "quarantined_by_reason": dict(quarantine.counts),
+        "distinct_keys": prepared.n_keys,
         "keyed_by": "id" if prepared.keyed_by_id else "iris-r1 feature hash",
         "header": header, "ignored_columns": list(ignored or []), "blank_lines": int(blank),
-        "quarantine": quarantine,
+        "quarantine": saved,
     }
+
+
+def _quarantine_conflicting_ids(directory: Path, prepared: PreparedBatch, conflicts: list, quarantine) -> PreparedBatch:
+    """Drop every row of the ids seen with different features from a prepared id-keyed batch; count them."""
+    from irisdag.core.batches import duplicate_id_reason
+
+    inverse = np.asarray(prepared.inverse)
+    bad_key = np.zeros(prepared.n_keys, dtype=bool)
+    bad_key[np.asarray(conflicts, dtype=np.int64)] = True
+    bad_row = bad_key[inverse]
+    line_numbers = np.load(directory / "rows.npy")
+    positions = np.load(directory / "positions.npy")
+    ids = np.asarray(prepared.id_keys)
+    rows_of: dict = {}
+    for i in np.flatnonzero(bad_row).tolist():
+        rows_of.setdefault(int(inverse[i]), []).append(int(line_numbers[i]))
+    for i in np.flatnonzero(bad_row).tolist():
+        k = int(inverse[i])
+        quarantine.add(int(line_numbers[i]), int(positions[i]), "duplicate_id",
+                       duplicate_id_reason(int(line_numbers[i]), str(ids[k])[len(keyscheme.ID_PREFIX):], rows_of[k]))
+    keep_key = ~bad_key
+    renumber = np.cumsum(keep_key) - 1
+    keep = ~bad_row
+    new_inverse = renumber[inverse[keep]].astype(inverse.dtype)
+    q = np.asarray(prepared.q)[keep_key]
+    new_ids = ids[keep_key]
+    del prepared  # the memory maps are replaced below
+    _save_npy(directory / "q.npy", q)
+    _save_npy(directory / "id_keys.npy", new_ids)
+    _save_npy(directory / "inverse.npy", new_inverse)
+    _save_npy(directory / "positions.npy", positions[keep])
+    _save_npy(directory / "rows.npy", line_numbers[keep])
+    _write_meta(directory, int(keep.sum()), int(keep_key.sum()), "id")
+    return load_prepared(directory)
 
 
 def save_prepared(directory: Path, batch: PreparedBatch, *, format1_copy: bool = True) -> None:

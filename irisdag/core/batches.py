@@ -24,9 +24,11 @@ for callers that stream; ``read_feature_csv`` joins them.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -39,16 +41,24 @@ from irisdag.core.keys import (
     ID_PREFIX,
     MAX_ID_LENGTH,
     N_FEATURES,
+    NUMBER_RE,
     InputError,
     id_key,
     invalid_mask,
     keys_of_quantized,
     parse_features,
     quantize_array,
+    shown,
     unique_quantized,
 )
 
 DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+# The longest line a source may have (README: "Input limits"). Longer is refused naming the
+# line: an unterminated line is never carried forward without bound.
+MAX_LINE_BYTES = 1 << 20
+QUARANTINE_SAMPLE = 100  # quarantined rows kept as examples per batch (all are counted)
+READ_QUARANTINE_SAMPLE = 10_000  # for in-memory reads (the CLI's --file lists each bad row)
+_NAN_OR_INF = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _BOM = b"\xef\xbb\xbf"
 _NA_TEXTS = ["", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "null", "NULL", "None", "none", "-nan", "-NaN"]
 _WHITESPACE = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)
@@ -93,12 +103,56 @@ def _role(name: str):
     return None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text.strip())
-    except ValueError:
-        return False
-    return True
+class BatchSourceError(ValueError):
+    """A batch or label source refused as a whole (not a CSV, a line over the cap...); names the file."""
+
+
+class Quarantine:
+    """Rows that could not be keyed: counted by reason, plus a bounded sample.
+
+    Memory and the written file stay bounded however many rows are bad: the
+    counts are one integer per reason kind, the sample at most ``limit``
+    entries ``{"row", "position", "kind", "reason"}`` whose reason names the
+    value (cut to `keys.MAX_SHOWN` characters) and its position, once.
+    """
+
+    def __init__(self, limit: int = QUARANTINE_SAMPLE):
+        self.limit = max(int(limit), 0)
+        self.counts: dict[str, int] = {}
+        self.sample: list[dict] = []
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, row: int, position: int, kind: str, reason: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if len(self.sample) < self.limit:
+            self.sample.append({"row": int(row), "position": int(position), "kind": kind, "reason": reason})
+
+    def merge(self, other: "Quarantine") -> None:
+        for kind, n in other.counts.items():
+            self.counts[kind] = self.counts.get(kind, 0) + n
+        room = self.limit - len(self.sample)
+        if room > 0:
+            self.sample.extend(other.sample[:room])
+
+    def to_json(self) -> dict:
+        return {"rows": self.total, "by_reason": dict(sorted(self.counts.items())),
+                "sample_limit": self.limit, "sample": list(self.sample)}
+
+
+def quarantine_summary(saved) -> dict:
+    """A window's ``quarantine.json`` as {"rows", "by_reason", "sample"} (a list = an older, complete file)."""
+    if saved is None:
+        return {"rows": 0, "by_reason": {}, "sample": []}
+    if isinstance(saved, list):
+        counts: dict[str, int] = {}
+        for q in saved:
+            counts[q.get("kind", "invalid")] = counts.get(q.get("kind", "invalid"), 0) + 1
+        return {"rows": len(saved), "by_reason": counts, "sample": saved}
+    return {"rows": int(saved.get("rows", 0)), "by_reason": dict(saved.get("by_reason", {})),
+            "sample": list(saved.get("sample", []))}
 
 
 @dataclass
@@ -110,9 +164,11 @@ class Batch:
     positions    int64 (n_good,): 0-based index among the data rows (header and
                  blank lines not counted), aligning with a label file's rows
     ids          object array of str (n_good,) when the source has an id column, else None
-    quarantine   [{"row": line number, "position": data-row index,
-                   "values": [raw text fields], "reason": message}]
-    rows_read    data rows read (== n_good + len(quarantine))
+    quarantine   a bounded sample of the quarantined rows, in file order:
+                 [{"row": line number, "position": data-row index, "kind": reason kind,
+                   "reason": message naming the value}]
+    quarantine_counts  every quarantined row counted by reason kind
+    rows_read    data rows read (== n_good + n_quarantined)
     """
 
     X: np.ndarray
@@ -125,6 +181,7 @@ class Batch:
     ignored_columns: list = field(default_factory=list)
     source: str | None = None
     blank_lines: int = 0
+    quarantine_counts: dict | None = None
 
     def __post_init__(self):
         self.X = np.asarray(self.X, dtype=np.float64).reshape(-1, N_FEATURES)
@@ -134,8 +191,10 @@ class Batch:
         self.positions = np.asarray(self.positions, dtype=np.int64).reshape(-1)
         if self.ids is not None:
             self.ids = np.asarray(self.ids, dtype=object).reshape(-1)
+        if self.quarantine_counts is None:  # built from a complete list
+            self.quarantine_counts = quarantine_summary(self.quarantine)["by_reason"]
         if self.rows_read < 0:
-            self.rows_read = len(self.X) + len(self.quarantine)
+            self.rows_read = len(self.X) + self.n_quarantined
 
     def __len__(self) -> int:
         return len(self.X)
@@ -146,7 +205,7 @@ class Batch:
 
     @property
     def n_quarantined(self) -> int:
-        return len(self.quarantine)
+        return int(sum(self.quarantine_counts.values()))
 
     def keys(self) -> list[str]:
         """Per good row, its key: ``id:<id>`` when the source has ids, else the iris-r1 feature hash.
@@ -169,7 +228,9 @@ class Batch:
         Returns (keys, X, inverse): ``X`` float64 (n_distinct, 4) holds the
         features the key stands for, rounded to 0.1 (q / 10, i.e. what the
         canonical string says) -- score these so that every row with the key
-        gets the same answer. With ids, the features of an id's last row.
+        gets the same answer. With ids, an id's rows all have the same
+        rounded features (rows of an id with different features are
+        quarantined when the batch is read).
         """
         if self.ids is None:
             keys, uniq, inverse = self._distinct_features()
@@ -180,12 +241,13 @@ class Batch:
         return [ID_PREFIX + s for s in uniq_ids.tolist()], quantize_array(self.X[last]) / 10.0, inverse
 
     def summary(self) -> dict:
-        """Counts for metadata: rows read, good, quarantined, and the first few quarantined rows."""
+        """Counts for metadata: rows read, good, quarantined (by reason), and the first few quarantined rows."""
         return {
             "source": self.source,
             "rows_read": int(self.rows_read),
             "good": int(len(self.X)),
-            "quarantined": int(len(self.quarantine)),
+            "quarantined": self.n_quarantined,
+            "quarantined_by_reason": dict(self.quarantine_counts),
             "header": self.header,
             "has_ids": self.ids is not None,
             "ignored_columns": list(self.ignored_columns),
@@ -199,6 +261,105 @@ def _unique_rows(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique_quantized(Q)
 
 
+# ---- the byte stream: gzip or plain, newlines normalized, lines capped -----------------
+
+# Formats that are not CSV text, told apart by their first bytes (gzip is read).
+_MAGIC = [
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "a zip archive (or .xlsx workbook)"), (b"PK\x05\x06", "an empty zip archive"),
+    (b"BZh", "a bzip2 file"), (b"\xfd7zXZ\x00", "an xz file"), (b"\x28\xb5\x2f\xfd", "a zstandard file"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-zip archive"), (b"PAR1", "a Parquet file"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel/Office file"), (b"%PDF", "a PDF file"),
+    (b"\x93NUMPY", "a numpy .npy file"), (b"\xff\xfe", "a UTF-16 text file"), (b"\xfe\xff", "a UTF-16 text file"),
+]
+
+
+def open_source(path: Path, what: str = "batch source"):
+    """A binary file object for a CSV source: plain, or gzip (detected by its magic bytes, not its name).
+
+    Any other known binary format is refused naming the file and the format.
+    """
+    path = Path(os.fspath(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            if name == "gzip":
+                return gzip.open(path, "rb")
+            raise BatchSourceError(f"{what} {path} is {name}, not CSV text (plain or gzip-compressed UTF-8)")
+    return open(path, "rb")
+
+
+def _normalized_blocks(f, block_bytes: int, path: Path) -> Iterator[bytes]:
+    """The file's bytes with a leading BOM dropped and CRLF / lone CR turned into LF (universal newlines)."""
+    first = True
+    held = b""  # a CR at the end of a block: its LF may start the next one
+    while True:
+        try:
+            block = f.read(block_bytes)
+        except (OSError, EOFError, zlib.error) as err:  # a truncated or corrupt gzip stream
+            raise BatchSourceError(f"{path} cannot be read to its end: {err}") from None
+        if first:
+            first = False
+            if block.startswith(_BOM):
+                block = block[len(_BOM):]
+        if not block:
+            if held:
+                yield b"\n"
+            return
+        data = held + block if held else block
+        held = b""
+        if data.endswith(b"\r"):
+            data, held = data[:-1], b"\r"
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        yield data
+
+
+def _line_chunks(path: Path, chunk_bytes: int, what: str = "batch source") -> Iterator[tuple[bytes, int]]:
+    """(chunk of whole lines ending in LF, number of its first line), in file order.
+
+    A line longer than MAX_LINE_BYTES is an error naming its number: it is
+    never carried forward without bound.
+    """
+    line = 1
+    carry = b""
+    with open_source(path, what) as f:
+        for data in _normalized_blocks(f, chunk_bytes, path):
+            if carry:
+                data = carry + data
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                if len(carry) > MAX_LINE_BYTES:
+                    raise _too_long(path, line)
+                continue
+            carry = data[cut + 1:]
+            chunk = data[:cut + 1]
+            yield chunk, line
+            line += chunk.count(b"\n")
+            if len(carry) > MAX_LINE_BYTES:
+                raise _too_long(path, line)
+    if carry:
+        yield carry + b"\n", line
+
+
+def _too_long(path, line: int) -> BatchSourceError:
+    return BatchSourceError(f"{path}: line {line} is longer than {MAX_LINE_BYTES:,} bytes, the cap on a line "
+                            "(is it a CSV file with one row per line?)")
+
+
+def _line_bounds(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ends = np.flatnonzero(arr == 10)
+    starts = np.empty_like(ends)
+    if len(ends):
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+    return starts, ends
+
+
 # ---- layout ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -208,41 +369,45 @@ class _Layout:
     id_col: int | None
     header: list | None
     header_line: int  # line number of the header (0 if none)
-    data_offset: int  # byte offset of the first line after the header (or of the file start)
     ignored: list
 
 
-def _detect_layout(path: Path) -> _Layout:
-    with open(path, "rb") as f:
-        offset = 0
-        line_no = 0
-        start = 0
-        if f.read(3) == _BOM:
-            offset = start = 3
-        f.seek(offset)
-        for raw in f:
-            line_no += 1
-            text = raw.decode("utf-8", errors="replace").strip()
-            if not text:
-                offset += len(raw)
-                continue
+_COURSE_LAYOUT = _Layout(N_FEATURES, tuple(range(N_FEATURES)), None, None, 0, [])
+
+
+def _is_number(text: str) -> bool:
+    return NUMBER_RE.fullmatch(text.strip()) is not None or _NAN_OR_INF.fullmatch(text.strip()) is not None
+
+
+def _detect_layout(chunk: bytes, first_line: int, path: Path):
+    """From the first non-blank line of a chunk: (layout, bytes of the chunk it used up), or None if all blank."""
+    offset = 0
+    for i, raw in enumerate(chunk.split(b"\n")[:-1]):
+        text = raw.decode("utf-8", errors="replace").strip()
+        if not text:
+            offset += len(raw) + 1
+            continue
+        try:
             fields = [s.strip() for s in next(csv.reader([text]))]
-            if all(_is_number(s) for s in fields):
-                break
-            roles = [_role(s) for s in fields]
-            if not any(r is not None for r in roles):
-                break  # not a header: a bad data row, quarantined like any other
-            missing = [FEATURES[i] for i in range(N_FEATURES) if i not in roles]
-            if missing:
-                raise ValueError(f"{path}: header {fields} lacks the column(s) {', '.join(missing)}")
-            dup = sorted({str(r) for r in roles if r is not None and roles.count(r) > 1})
-            if dup:
-                raise ValueError(f"{path}: header {fields} names a column twice ({', '.join(dup)})")
-            feature_cols = tuple(roles.index(i) for i in range(N_FEATURES))
-            id_col = roles.index("id") if "id" in roles else None
-            ignored = [fields[j] for j, r in enumerate(roles) if r is None]
-            return _Layout(len(fields), feature_cols, id_col, fields, line_no, offset + len(raw), ignored)
-    return _Layout(N_FEATURES, tuple(range(N_FEATURES)), None, None, 0, start, [])
+        except csv.Error:
+            return _COURSE_LAYOUT, offset  # not a header: a bad data row, quarantined like any other
+        if all(_is_number(s) for s in fields):
+            return _COURSE_LAYOUT, offset
+        roles = [_role(s) for s in fields]
+        if not any(r is not None for r in roles):
+            return _COURSE_LAYOUT, offset
+        missing = [FEATURES[j] for j in range(N_FEATURES) if j not in roles]
+        if missing:
+            raise ValueError(f"{path}: header {fields} lacks the column(s) {', '.join(missing)}")
+        dup = sorted({str(r) for r in roles if r is not None and roles.count(r) > 1})
+        if dup:
+            raise ValueError(f"{path}: header {fields} names a column twice ({', '.join(dup)})")
+        feature_cols = tuple(roles.index(j) for j in range(N_FEATURES))
+        id_col = roles.index("id") if "id" in roles else None
+        ignored = [fields[j] for j, r in enumerate(roles) if r is None]
+        layout = _Layout(len(fields), feature_cols, id_col, fields, first_line + i, ignored)
+        return layout, offset + len(raw) + 1
+    return None
 
 
 # ---- chunk parsing ---------------------------------------------------------------
@@ -250,12 +415,12 @@ def _detect_layout(path: Path) -> _Layout:
 class _Acc:
     """Accumulates one chunk's results in file order."""
 
-    def __init__(self):
+    def __init__(self, quarantine_limit: int):
         self.good_lines: list[np.ndarray] = []
         self.good_pos: list[np.ndarray] = []
         self.good_X: list[np.ndarray] = []
         self.good_ids: list[np.ndarray] = []
-        self.quarantine: list[dict] = []
+        self.quarantine = Quarantine(quarantine_limit)
 
     def add(self, lines, pos, X, ids=None):
         if len(lines):
@@ -266,75 +431,88 @@ class _Acc:
                 self.good_ids.append(np.asarray(ids, dtype=object))
 
 
-def _check_row_python(fields: list[str], line: int, layout: _Layout):
+def _check_row_python(raw: bytes, line: int, layout: _Layout):
     """One row, the exact way: (features, id) or raises InputError naming the value and position."""
+    fields = _split_line(raw, line)
     if len(fields) != layout.ncols:
         if layout.header is None:
             parse_features(fields, row=line)  # raises: wrong number of values
-        raise InputError(f"expected {layout.ncols} fields ({', '.join(layout.header)}), got {len(fields)}: {fields!r}",
-                         value=fields, row=line)
+        raise InputError(f"expected {layout.ncols} fields ({', '.join(layout.header)}), got {len(fields)}: "
+                         f"{shown(fields)}", value=None, row=line, kind="field_count")
     feats = parse_features([fields[j] for j in layout.feature_cols], row=line)
     ident = None
     if layout.id_col is not None:
         try:
             ident = id_key(fields[layout.id_col])[len(ID_PREFIX):]
         except InputError as err:
-            raise InputError(f"column id: {err.reason}", value=fields[layout.id_col], row=line) from None
+            raise InputError(f"column id: {err.reason}", value=None, row=line, kind="bad_id") from None
     return feats, ident
 
 
-def _python_rows(lines: list[tuple[int, int, list[str]]], layout: _Layout, acc: _Acc):
-    """Per-row path for bad or doubtful rows: (line, position, fields)."""
+def _python_rows(chunk: bytes, starts, ends, idx, line_numbers, positions, layout: _Layout, acc: _Acc):
+    """Per-row path for bad or doubtful rows (line indexes ``idx`` of the chunk), one at a time.
+
+    Nothing per bad row is kept but its count (and, while the sample has
+    room, one sample entry): 2M bad rows cost no more memory than 2M good ones.
+    """
     ok_lines, ok_pos, ok_X, ok_ids = [], [], [], []
-    for line, pos, fields in lines:
+    for i in np.asarray(idx, dtype=np.int64).tolist():
+        line, pos = int(line_numbers[i]), int(positions[i])
         try:
-            feats, ident = _check_row_python(fields, line, layout)
+            feats, ident = _check_row_python(chunk[starts[i]:ends[i]], line, layout)
         except InputError as err:
-            acc.quarantine.append({"row": int(line), "position": int(pos), "values": list(fields), "reason": str(err)})
+            acc.quarantine.add(line, pos, err.kind, str(err))
             continue
         ok_lines.append(line)
         ok_pos.append(pos)
         ok_X.append(feats)
         ok_ids.append(ident)
-    return ok_lines, ok_pos, ok_X, ok_ids
+    if ok_lines:
+        acc.add(ok_lines, ok_pos, np.array(ok_X, dtype=np.float64),
+                None if layout.id_col is None else np.array(ok_ids, dtype=object))
 
 
-def _split_line(raw: bytes) -> list[str]:
-    text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+def _split_line(raw: bytes, line: int) -> list[str]:
+    if b"\x00" in raw:
+        raise InputError("contains a NUL byte (binary data, not CSV text)", row=line, kind="not_text")
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise InputError(f"is not UTF-8 text (byte {err.start + 1} of the line)", row=line, kind="not_text") from None
     if '"' in text:
-        return next(csv.reader([text]))
+        try:
+            return next(csv.reader([text]))
+        except csv.Error as err:
+            raise InputError(f"is not a CSV row ({err})", row=line, kind="not_text") from None
     return text.split(",")
 
 
-def _parse_chunk(chunk: bytes, first_line: int, first_pos: int, layout: _Layout):
-    """Parse whole lines ``chunk`` (ends with a newline). Returns (Batch parts, rows, blank lines)."""
+def _parse_chunk(chunk: bytes, first_line: int, first_pos: int, layout: _Layout, quarantine_limit: int,
+                 source: str = "batch source"):
+    """Parse whole lines ``chunk`` (ends with a newline). Returns (accumulated parts, rows, blank lines)."""
     arr = np.frombuffer(chunk, dtype=np.uint8)
-    ends = np.flatnonzero(arr == 10)
-    starts = np.empty_like(ends)
-    if len(ends):
-        starts[0] = 0
-        starts[1:] = ends[:-1] + 1
+    starts, ends = _line_bounds(arr)
     nonblank = _per_line(_NOT_SPACE[arr], starts, ends) > 0 if len(ends) else np.zeros(0, bool)
     line_numbers = first_line + np.arange(len(ends), dtype=np.int64)
     positions = first_pos + np.cumsum(nonblank) - 1  # data-row index of each (non-blank) line
     n_rows = int(nonblank.sum())
-    acc = _Acc()
-
-    def line_bytes(i):
-        return chunk[starts[i]:ends[i]]
+    acc = _Acc(quarantine_limit)
+    if len(ends):
+        too_long = np.flatnonzero(ends - starts > MAX_LINE_BYTES)
+        if len(too_long):
+            raise _too_long(source, int(line_numbers[too_long[0]]))
 
     if b'"' in chunk:  # quoted fields: let the csv module split the (rare) chunk
-        rows = [(int(line_numbers[i]), int(positions[i]), _split_line(line_bytes(i)))
-                for i in np.flatnonzero(nonblank)]
-        ok = _python_rows(rows, layout, acc)
-        _add_python(acc, ok, layout)
+        _python_rows(chunk, starts, ends, np.flatnonzero(nonblank), line_numbers, positions, layout, acc)
         return acc, n_rows, int(len(ends) - n_rows)
 
     commas = _per_line(arr == 44, starts, ends) if len(ends) else np.zeros(0, np.int64)
-    shape_ok = nonblank & (commas + 1 == layout.ncols)
-    pending = []  # rows for the per-row path
-    for i in np.flatnonzero(nonblank & ~shape_ok):
-        pending.append((int(line_numbers[i]), int(positions[i]), _split_line(line_bytes(i))))
+    # Bytes pandas must not see: NUL (binary data) and, in a file without ids, anything
+    # outside ASCII (never part of a number: such rows take the exact path and its message).
+    odd = (arr == 0) if layout.id_col is not None else ((arr == 0) | (arr >= 128))
+    unusual = _per_line(odd, starts, ends) > 0 if len(ends) else np.zeros(0, bool)
+    shape_ok = nonblank & (commas + 1 == layout.ncols) & ~unusual
+    pending = [np.flatnonzero(nonblank & ~shape_ok)]  # line indexes for the per-row path
 
     idx = np.flatnonzero(shape_ok)
     if len(idx):
@@ -346,19 +524,11 @@ def _parse_chunk(chunk: bytes, first_line: int, first_pos: int, layout: _Layout)
         X, ids, doubtful = _parse_fast(sub, layout, len(idx))
         good = ~doubtful
         acc.add(line_numbers[idx[good]], positions[idx[good]], X[good], None if ids is None else ids[good])
-        for i in idx[doubtful]:
-            pending.append((int(line_numbers[i]), int(positions[i]), _split_line(line_bytes(i))))
-    if pending:
-        pending.sort()
-        ok = _python_rows(pending, layout, acc)
-        _add_python(acc, ok, layout)
+        pending.append(idx[doubtful])
+    todo = np.sort(np.concatenate(pending))
+    if len(todo):
+        _python_rows(chunk, starts, ends, todo, line_numbers, positions, layout, acc)
     return acc, n_rows, int(len(ends) - n_rows)
-
-
-def _add_python(acc: _Acc, ok, layout: _Layout):
-    lines, pos, X, ids = ok
-    if lines:
-        acc.add(lines, pos, np.array(X, dtype=np.float64), None if layout.id_col is None else np.array(ids, dtype=object))
 
 
 def _parse_fast(sub: bytes, layout: _Layout, n: int):
@@ -391,41 +561,35 @@ def _parse_fast(sub: bytes, layout: _Layout, n: int):
     return X, ids, doubtful
 
 
-def _iter_chunks(path: Path, start: int, chunk_bytes: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        carry = b""
-        while True:
-            block = f.read(chunk_bytes)
-            if not block:
-                if carry:
-                    yield carry + b"\n"
-                return
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
-                continue
-            carry = data[cut + 1:]
-            yield data[:cut + 1]
+def iter_feature_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                     quarantine_sample: int = QUARANTINE_SAMPLE) -> Iterator[Batch]:
+    """One ``Batch`` per chunk of about ``chunk_bytes`` (whole lines), in file order.
 
-
-def iter_feature_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Batch]:
-    """One ``Batch`` per chunk of about ``chunk_bytes`` (whole lines), in file order."""
+    Each chunk's quarantine sample holds at most ``quarantine_sample`` rows;
+    its counts cover every quarantined row.
+    """
     path = Path(os.fspath(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"batch source {path} does not exist")
-    layout = _detect_layout(path)
-    line = layout.header_line + 1
-    if layout.header is None:
-        line = 1
+    layout = None
     pos = 0
-    for chunk in _iter_chunks(path, layout.data_offset, max(int(chunk_bytes), 1024)):
-        n_lines = chunk.count(b"\n")
-        acc, n_rows, n_blank = _parse_chunk(chunk, line, pos, layout)
+    for chunk, line in _line_chunks(path, max(int(chunk_bytes), 1024)):
+        if layout is None:
+            found = _detect_layout(chunk, line, path)
+            if found is None:  # blank lines only so far
+                yield _make_batch(_Acc(0), _COURSE_LAYOUT, 0, chunk.count(b"\n"), str(path))
+                continue
+            layout, used = found
+            skipped = chunk[:used].count(b"\n")
+            blank_before = skipped - (1 if layout.header is not None else 0)
+            chunk, line = chunk[used:], line + skipped
+            if blank_before:
+                yield _make_batch(_Acc(0), layout, 0, blank_before, str(path))
+            if not chunk:
+                continue
+        acc, n_rows, n_blank = _parse_chunk(chunk, line, pos, layout, quarantine_sample, str(path))
         yield _make_batch(acc, layout, n_rows, n_blank, str(path))
-        line += n_lines
         pos += n_rows
+    if layout is None:
+        yield _make_batch(_Acc(0), _COURSE_LAYOUT, 0, 0, str(path))
 
 
 def _make_batch(acc: _Acc, layout: _Layout, n_rows: int, n_blank: int, source: str) -> Batch:
@@ -441,22 +605,29 @@ def _make_batch(acc: _Acc, layout: _Layout, n_rows: int, n_blank: int, source: s
         pos = np.zeros(0, np.int64)
         X = np.zeros((0, N_FEATURES))
         ids = np.zeros(0, dtype=object) if layout.id_col is not None else None
-    quarantine = sorted(acc.quarantine, key=lambda q: q["row"])
+    quarantine = sorted(acc.quarantine.sample, key=lambda q: q["row"])
     return Batch(X=X, row_numbers=lines, ids=ids, quarantine=quarantine, positions=pos, rows_read=n_rows,
-                 header=layout.header, ignored_columns=list(layout.ignored), source=source, blank_lines=n_blank)
+                 header=layout.header, ignored_columns=list(layout.ignored), source=source, blank_lines=n_blank,
+                 quarantine_counts=dict(acc.quarantine.counts))
 
 
-def concat_batches(parts: list[Batch]) -> Batch:
-    """Join batches read from one source, in order."""
+def concat_batches(parts: list[Batch], *, quarantine_sample: int = QUARANTINE_SAMPLE) -> Batch:
+    """Join batches read from one source, in order (the quarantine sample stays bounded)."""
     if not parts:
         return Batch(X=np.zeros((0, N_FEATURES)), row_numbers=np.zeros(0, np.int64), rows_read=0)
-    first = parts[0]
+    first = parts[-1]  # the layout is known by the last part (the first may be blank lines only)
     has_ids = first.ids is not None
+    quarantine = Quarantine(quarantine_sample)
+    for p in parts:
+        part = Quarantine(len(p.quarantine))
+        part.counts, part.sample = dict(p.quarantine_counts), list(p.quarantine)
+        quarantine.merge(part)
     return Batch(
         X=np.concatenate([p.X for p in parts]),
         row_numbers=np.concatenate([p.row_numbers for p in parts]),
-        ids=np.concatenate([p.ids for p in parts]) if has_ids else None,
-        quarantine=[q for p in parts for q in p.quarantine],
+        ids=np.concatenate([p.ids for p in parts if p.ids is not None]) if has_ids else None,
+        quarantine=quarantine.sample,
+        quarantine_counts=quarantine.counts,
         positions=np.concatenate([p.positions for p in parts]),
         rows_read=sum(p.rows_read for p in parts),
         header=first.header,
@@ -466,9 +637,63 @@ def concat_batches(parts: list[Batch]) -> Batch:
     )
 
 
-def read_feature_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Batch:
-    """Read a batch source (course layout, or header with optional ``id``) into one ``Batch``."""
-    return concat_batches(list(iter_feature_csv(path, chunk_bytes=chunk_bytes)))
+def read_feature_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                     quarantine_sample: int = READ_QUARANTINE_SAMPLE) -> Batch:
+    """Read a batch source (course layout, or header with optional ``id``) into one ``Batch``.
+
+    Rows of one id with different (rounded) features are quarantined, every
+    one of them (kind ``duplicate_id``): no row's label is judged against
+    another row's prediction. The same id with the same features is a repeat.
+    """
+    batch = concat_batches(list(iter_feature_csv(path, chunk_bytes=chunk_bytes, quarantine_sample=quarantine_sample)),
+                           quarantine_sample=quarantine_sample)
+    return quarantine_conflicting_ids(batch, quarantine_sample)
+
+
+def conflicting_id_mask(ids: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """bool per row: its id also appears on a row with different rounded features (q values)."""
+    ids = np.asarray(ids, dtype=object).reshape(-1)
+    if len(ids) < 2:
+        return np.zeros(len(ids), dtype=bool)
+    codes, _ = pd.factorize(ids, sort=False)
+    P = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    first = np.full(codes.max() + 1, -1, dtype=np.int64)
+    order = np.arange(len(codes))[::-1]
+    first[codes[order]] = order  # the first row of each id (the last write wins, from the end)
+    differs = (P != P[first[codes]]).any(axis=1)
+    bad_codes = np.unique(codes[differs])
+    return np.isin(codes, bad_codes)
+
+
+def quarantine_conflicting_ids(batch: Batch, quarantine_sample: int = QUARANTINE_SAMPLE) -> Batch:
+    """Move the rows of ids that carry different features to the quarantine (all of an id's rows)."""
+    if batch.ids is None or len(batch.ids) < 2:
+        return batch
+    bad = conflicting_id_mask(batch.ids, quantize_array(batch.X))
+    if not bad.any():
+        return batch
+    rows_of: dict = {}
+    for i in np.flatnonzero(bad).tolist():
+        rows_of.setdefault(batch.ids[i], []).append(int(batch.row_numbers[i]))
+    quarantine = Quarantine(quarantine_sample)
+    part = Quarantine(len(batch.quarantine))
+    part.counts, part.sample = dict(batch.quarantine_counts), list(batch.quarantine)
+    quarantine.merge(part)
+    for i in np.flatnonzero(bad).tolist():
+        rows = rows_of[batch.ids[i]]
+        quarantine.add(int(batch.row_numbers[i]), int(batch.positions[i]), "duplicate_id",
+                       duplicate_id_reason(int(batch.row_numbers[i]), batch.ids[i], rows))
+    keep = ~bad
+    return Batch(X=batch.X[keep], row_numbers=batch.row_numbers[keep], ids=batch.ids[keep],
+                 quarantine=sorted(quarantine.sample, key=lambda q: q["row"]), quarantine_counts=quarantine.counts,
+                 positions=batch.positions[keep], rows_read=batch.rows_read, header=batch.header,
+                 ignored_columns=batch.ignored_columns, source=batch.source, blank_lines=batch.blank_lines)
+
+
+def duplicate_id_reason(row: int, ident: str, rows: list[int]) -> str:
+    listed = ", ".join(str(r) for r in rows[:5]) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return (f"row {row}: id {shown(str(ident))} appears with different features on rows {listed}; "
+            "all its rows are quarantined")
 
 
 def batch_from_array(X, ids=None, *, source: str | None = None) -> Batch:
@@ -505,68 +730,66 @@ def batch_from_array(X, ids=None, *, source: str | None = None) -> Batch:
 
 # ---- labels ----------------------------------------------------------------------
 
-def _trailing_blank_lines(path: Path, tail_bytes: int = 65536) -> int:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - tail_bytes))
-        text = f.read().decode("utf-8", errors="replace")
-    lines = text.split("\n")
-    if text.endswith("\n"):
-        lines.pop()
-    k = 0
-    for s in reversed(lines):
-        if s.strip():
-            break
-        k += 1
-    return k
-
-
-def read_label_csv(path, *, chunk_rows: int = 1_000_000) -> np.ndarray:
+def read_label_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
     """Labels 0/1/2, one per line (the course's ``iris_y.csv``), as int8.
 
     Tolerates a header line naming the column (label, y, target, class,
-    species), class names (setosa, versicolor, virginica) as values and blank
-    lines at the end. A bad label (or a blank line between labels, or a
-    second column) raises ValueError naming the file, the line and the value.
+    species), class names (setosa, versicolor, virginica) as values, blank
+    lines at the end, CRLF or CR-only line endings and gzip. Refuses, naming
+    the file and the line: a bad label, a blank line between labels, and a
+    second column (a label file has exactly one: a two-column file is never
+    silently read by one of its columns).
     """
     path = Path(os.fspath(path))
-    if not path.is_file():
-        raise FileNotFoundError(f"label source {path} does not exist")
-    skip = 0
-    with open(path, "rb") as f:
-        first = f.readline().decode("utf-8-sig", errors="replace").strip()
-    if first and _norm_name(first) in _LABEL_NAMES and first.lower() not in _LABEL_VALUES:
-        skip = 1
-    parts = []
-    first_bad = None  # (row index, raw text)
+    parts: list[np.ndarray] = []
+    first_bad = None  # (line number, raw text)
     bad_count = 0
-    n = 0
-    try:
-        reader = pd.read_csv(path, header=None, names=["label"], dtype=str, na_filter=False, skiprows=skip,
-                             skip_blank_lines=False, engine="c", encoding="utf-8-sig", chunksize=chunk_rows,
-                             quoting=csv.QUOTE_NONE)
-        for df in reader:
-            raw = df["label"]
-            codes = raw.str.strip().str.lower().map(_LABEL_VALUES).to_numpy(dtype=np.float64)
-            bad = np.flatnonzero(np.isnan(codes))
-            if len(bad):
-                bad_count += len(bad)
-                if first_bad is None:
-                    first_bad = (n + int(bad[0]), raw.iloc[int(bad[0])])
-            parts.append(codes)
-            n += len(df)
-    except pd.errors.ParserError as err:
-        m = re.search(r"line (\d+)", str(err))
-        where = f"line {int(m.group(1)) + skip}" if m else "a line"
-        raise ValueError(f"{path}: {where} has more than one column; a label file has one (0, 1 or 2)") from None
+    skip_header = None
+    pending_blank, pending_first = 0, None  # blank lines since the last label (forgiven at the end of the file)
+    for chunk, line in _line_chunks(path, max(int(chunk_bytes), 1024), what="label source"):
+        arr = np.frombuffer(chunk, dtype=np.uint8)
+        starts, ends = _line_bounds(arr)
+        commas = _per_line((arr == 44) | (arr == 9) | (arr == 59), starts, ends)
+        if (commas > 0).any():
+            i = int(np.flatnonzero(commas > 0)[0])
+            text = chunk[starts[i]:ends[i]].decode("utf-8", errors="replace")
+            raise BatchSourceError(f"{path}: line {line + i} has {int(commas[i]) + 1} columns ({shown(text)}); "
+                                   "a label file has one column (0, 1 or 2)")
+        texts = pd.Series(chunk[:-1].decode("utf-8", errors="replace").split("\n"), dtype=object)
+        stripped = texts.str.strip()
+        if skip_header is None:
+            nonblank = np.flatnonzero(stripped.str.len().to_numpy() > 0)
+            if len(nonblank):
+                first = stripped.iloc[int(nonblank[0])]
+                skip_header = _norm_name(first) in _LABEL_NAMES and first.lower() not in _LABEL_VALUES
+                if skip_header:
+                    texts = texts.iloc[int(nonblank[0]) + 1:]
+                    stripped = stripped.iloc[int(nonblank[0]) + 1:]
+                    line += int(nonblank[0]) + 1
+        codes = stripped.str.lower().map(_LABEL_VALUES).to_numpy(dtype=np.float64)
+        nonblank = np.flatnonzero((stripped.str.len() > 0).to_numpy())
+        if not len(nonblank):  # blank lines only: trailing, unless a label follows
+            if pending_blank == 0:
+                pending_first = (line, "")
+            pending_blank += len(codes)
+            continue
+        if pending_blank:  # blank lines between labels are bad labels
+            bad_count += pending_blank
+            first_bad = first_bad or pending_first
+            pending_blank = 0
+        last = int(nonblank[-1])
+        body = codes[:last + 1]
+        bad = np.flatnonzero(np.isnan(body))
+        if len(bad):
+            bad_count += len(bad)
+            if first_bad is None:
+                first_bad = (line + int(bad[0]), texts.iloc[int(bad[0])])
+        parts.append(body)
+        if last + 1 < len(codes):
+            pending_blank, pending_first = len(codes) - last - 1, (line + last + 1, "")
     codes = np.concatenate(parts) if parts else np.zeros(0)
-    k = min(_trailing_blank_lines(path), len(codes))
-    if k:
-        codes = codes[: len(codes) - k]
-        bad_count -= k
-    if first_bad is not None and first_bad[0] < len(codes):
-        i, value = first_bad
-        raise ValueError(f"{path}: line {i + 1 + skip}: label {value!r} is not one of 0, 1, 2 "
+    if first_bad is not None:
+        n, value = first_bad
+        raise ValueError(f"{path}: line {n}: label {shown(value)} is not one of 0, 1, 2 "
                          f"({bad_count} bad label{'s' if bad_count > 1 else ''} in the file)")
     return codes.astype(np.int8)

@@ -9,7 +9,8 @@ from dagster import (
 from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.defs import settings
-from irisdag.defs.assets.data import PARTITION_TAG, incoming_batch, trusted_test_set
+from irisdag.core.batches import quarantine_summary
+from irisdag.defs.assets.data import PARTITION_TAG, feedback, incoming_batch, trusted_test_set
 from irisdag.defs.assets.models import (
     CHALLENGER_POINTER, CHAMPION_POINTER, challenger_model, champion_model, current_champion, read_pointer,
 )
@@ -103,23 +104,88 @@ PLAUSIBLE = {  # cm; outside these a value is valid but suspicious
 
 
 @asset_check(asset=incoming_batch, description="Schema and ranges of a window's batch: quarantined rows "
-                                               "and implausible (yet valid) values are counted and warned about.")
+                                               "(counted by reason) and implausible (yet valid) values are "
+                                               "warned about; a batch with no good row (empty, header only or "
+                                               "fully quarantined) fails with severity ERROR.")
 def incoming_batch_quality(context: AssetCheckExecutionContext, artifacts: ArtifactStore) -> AssetCheckResult:
     partition = context.run.tags.get(PARTITION_TAG)
     artifacts.pull(f"batches/{partition}")
     d = artifacts.batch_dir(partition)
     batch = serving.load_prepared(d)
-    quarantine = serving.read_json(d / "quarantine.json", [])
+    quarantine = quarantine_summary(serving.read_json(d / "quarantine.json"))
+    n_bad = quarantine["rows"]
     X = batch.Xq[batch.inverse]
     schema_ok = X.ndim == 2 and X.shape[1] == 4 and np.isfinite(X).all()
     implausible = int(((X < PLAUSIBLE["low"]) | (X > PLAUSIBLE["high"])).any(axis=1).sum())
-    passed = schema_ok and not quarantine and implausible == 0
+    empty = len(batch) == 0
+    passed = schema_ok and not empty and not n_bad and implausible == 0
+    if empty:
+        why = (f"all {n_bad:,} rows were quarantined ({_by_reason(quarantine)})" if n_bad
+               else "it holds no data rows (empty or header only)")
+        description = f"window {partition}: the batch has nothing to score: {why}"
+    else:
+        description = f"{n_bad} quarantined rows{f' ({_by_reason(quarantine)})' if n_bad else ''}, " \
+                      f"{implausible} rows outside the plausible range"
     return AssetCheckResult(
         passed=bool(passed),
-        severity=AssetCheckSeverity.ERROR if not schema_ok else AssetCheckSeverity.WARN,
-        description=f"{len(quarantine)} quarantined rows, {implausible} rows outside the plausible range",
-        metadata={"partition": partition, "rows_good": len(batch), "rows_quarantined": len(quarantine),
+        severity=AssetCheckSeverity.ERROR if (empty or not schema_ok) else AssetCheckSeverity.WARN,
+        description=description,
+        metadata={"partition": partition, "rows_good": len(batch), "rows_quarantined": n_bad,
+                  "quarantined_by_reason": MetadataValue.json(quarantine["by_reason"]),
                   "rows_implausible": implausible})
+
+
+def _by_reason(quarantine: dict) -> str:
+    return ", ".join(f"{kind} {n:,}" for kind, n in sorted(quarantine["by_reason"].items()))
+
+
+# Feedback that looks misaligned: the champion's accuracy on a window's labels is far below
+# what it showed on the trusted test set. A label file shifted by one row (or from another
+# batch) gives about chance accuracy; drift lowers accuracy gradually, not to chance.
+MISALIGNED_GAP = 0.25  # accuracy points below the validated accuracy
+MISALIGNED_MIN_ROWS = 30
+
+
+def accuracy_upper_bound(right: int, n: int, z: float = 3.29) -> float:
+    """Wilson score upper bound of an accuracy (z = 3.29: two-sided 99.9%)."""
+    if n == 0:
+        return 1.0
+    p = right / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(min(1.0, (centre + spread) / (1 + z * z / n)))
+
+
+@asset_check(asset=feedback, additional_deps=[champion_predictions],
+             description="WARN when the champion's accuracy on a window's feedback is far below its accuracy "
+                         "on the trusted test set (the feedback is possibly misaligned, e.g. shifted by a row).")
+def feedback_alignment(context: AssetCheckExecutionContext, serving_store: ServingStore,
+                       artifacts: ArtifactStore) -> AssetCheckResult:
+    partition = context.run.tags.get(PARTITION_TAG)
+    artifacts.pull(f"batches/{partition}", "models", "data/trusted_test_set.npz")
+    d = artifacts.batch_dir(partition)
+    champion = serving_store.routing().champion
+    meta = {"partition": partition, "champion": champion or ""}
+    if not (d / "labels.npy").exists() or not champion or not serving.predictions_path(d, champion).exists():
+        return AssetCheckResult(passed=True, severity=AssetCheckSeverity.WARN, metadata=meta,
+                                description="nothing to check yet: no feedback or no champion answers for this window")
+    labels = np.load(d / "labels.npy").astype(np.int64)
+    predicted = serving.load_row_predictions(d, champion).astype(np.int64)
+    n, right = len(labels), int((predicted == labels).sum())
+    info = serving_store.version_info(champion) or {}
+    booster = load_model(artifacts.models_dir(), champion, info.get("digest", ""))
+    validated, _ = trusted_accuracy(booster, artifacts)
+    upper = accuracy_upper_bound(right, n)
+    meta.update({"rows": n, "accuracy_on_feedback": round(right / n, 4) if n else None,
+                 "upper_bound_99_9": round(upper, 4), "validated_accuracy": round(validated, 4)})
+    misaligned = n >= MISALIGNED_MIN_ROWS and upper < validated - MISALIGNED_GAP
+    description = (
+        f"window {partition}: the champion is right on {right}/{n} feedback rows ({right / n:.1%}, at most "
+        f"{upper:.1%}) against {validated:.1%} on the trusted test set: the feedback is possibly misaligned "
+        "with the batch (shifted by a row, or another batch's labels)" if misaligned else
+        f"champion accuracy on {n} feedback rows {right / max(n, 1):.1%} (validated {validated:.1%})")
+    return AssetCheckResult(passed=not misaligned, severity=AssetCheckSeverity.WARN, description=description,
+                            metadata=meta)
 
 
 @asset_check(asset=champion_predictions, description="Coverage and consistency of what is served: routing resolves "

@@ -576,7 +576,7 @@ def test_batch_with_bad_rows_quarantined_counted_and_good_rows_scored(servers, i
     assert check.metadata["rows_quarantined"].value == len(BAD_ROWS)
 
     window = Path(res["artifacts"].batch_dir(window_key(0)))
-    quarantine = serving.read_json(window / "quarantine.json")
+    quarantine = serving.read_json(window / "quarantine.json")["sample"]
     assert {q["row"] for q in quarantine} == {lines.index(text) + 1 for text in BAD_ROWS}
     for q in quarantine:
         text = lines[q["row"] - 1]

@@ -191,9 +191,10 @@ def test_entity_ids_key_the_batch_and_lookup_by_id(lifecycle, tmp_path, monkeypa
     store = resources["serving_store"]
     source = tmp_path / "users.csv"
     source.write_text("id,sepal_length,sepal_width,petal_length,petal_width\n"
-                      "u1,5.0,2.9,1.1,0.4\nu2,6.7,3.0,5.2,2.3\nu3,not-a-number,3.0,5.2,2.3\nu1,5.1,3.5,1.4,0.2\n")
+                      "u1,5.0,2.9,1.1,0.4\nu2,6.7,3.0,5.2,2.3\nu3,not-a-number,3.0,5.2,2.3\nu1,5.0,2.9,1.1,0.4\n"
+                      "u4,5.0,2.9,1.1,0.4\nu4,6.3,2.5,5.0,1.9\n")
     labels = tmp_path / "labels.csv"
-    labels.write_text("0\n2\n2\n0\n")
+    labels.write_text("0\n2\n2\n0\n0\n2\n")
     config = {"ops": {"incoming_batch": {"config": {"source": str(source)}},
                       "feedback": {"config": {"source": str(labels)}}}}
     summary = DemoSummary()
@@ -201,11 +202,16 @@ def test_entity_ids_key_the_batch_and_lookup_by_id(lifecycle, tmp_path, monkeypa
                         "champion_predictions"], window_key(0), instance, resources, summary, config)
     _ok(summary)
     d = Path(resources["artifacts"].batch_dir(window_key(0)))
-    assert sorted(serving.load_prepared(d).keys.tolist()) == ["id:u1", "id:u2"]   # u3 quarantined, u1's last row wins
+    # u3 quarantined (not a number); u1 twice with the same features is a repeat; u4 with two
+    # different feature rows is a conflict: both its rows are quarantined, never "last row wins".
+    assert sorted(serving.load_prepared(d).keys.tolist()) == ["id:u1", "id:u2"]
     quarantine = __import__("json").loads((d / "quarantine.json").read_text())
-    assert len(quarantine) == 1 and "not-a-number" in quarantine[0]["reason"]
-    u1, u2, u9 = store.lookup(["id:u1", "id:u2", "id:u9"])
-    assert (u1["label"], u2["label"], u9["route"]) == ("setosa", "virginica", "miss")
+    assert quarantine["rows"] == 3 and quarantine["by_reason"] == {"not_a_number": 1, "duplicate_id": 2}
+    by_row = {q["row"]: q["reason"] for q in quarantine["sample"]}
+    assert "not-a-number" in by_row[4] and "'u4'" in by_row[6] and "rows 6, 7" in by_row[7]
+    assert len(__import__("numpy").load(d / "labels.npy")) == 3  # labels of quarantined rows set aside
+    u1, u2, u4, u9 = store.lookup(["id:u1", "id:u2", "id:u4", "id:u9"])
+    assert (u1["label"], u2["label"], u4["route"], u9["route"]) == ("setosa", "virginica", "miss", "miss")
     # The command line, in process, against the same store.
     from irisdag import cli
     monkeypatch.setenv("REDIS_URL", store.redis_url)

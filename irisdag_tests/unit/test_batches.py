@@ -25,7 +25,7 @@ def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
 
 
 def check_totals(b: Batch):
-    assert len(b.X) + len(b.quarantine) == b.rows_read
+    assert len(b.X) + len(b.quarantine) == len(b.X) + b.n_quarantined == b.rows_read
     assert len(b.row_numbers) == len(b.X) == len(b.positions)
     if b.ids is not None:
         assert len(b.ids) == len(b.X)
@@ -104,10 +104,12 @@ def test_bad_rows_are_quarantined_with_reasons(tmp_path, chunk_bytes):
         reason = q[row]["reason"]
         assert reason.startswith(f"row {row}")
         assert a in reason and c in reason, reason
-    assert q[3]["values"] == ["5.1", "abc", "1.4", "0.2"]
-    assert q[4]["values"] == ["4.9", "3.0", "1.4"]
-    assert "1e7" in q[5]["values"] and "10000000.0" in q[5]["reason"]
-    assert q[2]["position"] == 1
+    # The reason names the value once; the row is not stored a second time beside it.
+    assert "values" not in q[3] and q[3]["kind"] == "not_a_number"
+    assert "['4.9', '3.0', '1.4']" in q[4]["reason"] and q[4]["kind"] == "field_count"
+    assert "'1e7'" in q[5]["reason"] and "10000000.0" in q[5]["reason"] and q[5]["kind"] == "out_of_bounds"
+    assert q[2]["position"] == 1 and q[2]["kind"] == "nan"
+    assert b.quarantine_counts == {"nan": 1, "not_a_number": 2, "field_count": 2, "out_of_bounds": 2, "infinite": 1}
     # the good rows' keys: the ties round half-to-even on the exact binary value
     assert b.keys()[1] == keys.key_of_canonical("6.5 0.2 0.3 0.0")
 

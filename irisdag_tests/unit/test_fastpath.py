@@ -249,4 +249,8 @@ def test_prepare_source_quarantines_and_aligns_positions(tmp_path):
     prepared = serving.load_prepared(out)
     assert prepared.keys[np.asarray(prepared.inverse)].tolist() == [keys.input_key(r) for r in reference.X.tolist()]
     assert np.load(out / "positions.npy").tolist() == reference.positions.tolist()
-    assert json.loads((out / "quarantine.json").read_text()) == reference.quarantine
+    assert np.load(out / "rows.npy").tolist() == reference.row_numbers.tolist()  # file lines, for messages
+    # Counted by reason, every row; only a bounded sample (the first rows) is kept and written.
+    saved = json.loads((out / "quarantine.json").read_text())
+    assert saved["rows"] == 900 and saved["by_reason"] == {"nan": 300, "field_count": 300, "out_of_bounds": 300}
+    assert saved["sample"] == reference.quarantine[:saved["sample_limit"]] and len(saved["sample"]) == 100

@@ -64,6 +64,12 @@ def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving
         record = experiments.nothing_to_compare(
             routing.strategy, routing.champion, routing.challenger,
             "no experiment is running (train a challenger to start one)", 0.05)
+    elif not (artifacts.batch_dir(partition) / "labels.npy").exists():
+        # A batch whose labels have not arrived: scored and served, nothing judged (the
+        # experiment's state is untouched; the window is judged when its feedback is attached).
+        record = experiments.nothing_to_compare(
+            routing.strategy, routing.champion, routing.challenger,
+            f"no feedback has arrived for window {partition} yet, so there is nothing to judge", 0.05)
     else:
         plan = experiments.ExperimentPlan.from_dict(experiment["plan"])
         champion = experiment["champion"]

@@ -10,7 +10,7 @@ from pydantic import Field
 from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.core import generator
-from irisdag.core.batches import read_label_csv
+from irisdag.core.batches import Quarantine, quarantine_summary, read_label_csv
 from irisdag.defs import settings
 from irisdag.defs.settings import REDIS_RETRY
 from irisdag.defs.partitions import batch_windows, window_index
@@ -132,7 +132,7 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
         X, truth = generator.generate(config.rows, seed=settings.SEED * 100_003 + index, drift=config.drift, t=t)
         if len(X):  # the README's example lookup (the course slide's row) is served by every window
             X[0], truth[0] = generator.COURSE_EXAMPLE, generator.COURSE_EXAMPLE_CLASS
-        quarantine, rows_read = [], len(X)
+        quarantine, rows_read = Quarantine().to_json(), len(X)
         origin = f"generator(seed={settings.SEED}, window={index}, drift={config.drift}, t={t:.3f})"
         serving.prepare_array(d, X)
         serving.write_json(d / "quarantine.json", quarantine)
@@ -140,14 +140,16 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
     if truth is not None:
         np.save(d / "truth.npy", np.asarray(truth, dtype=np.int8))  # hidden: arrives later as feedback
     # A re-materialized window may have changed source: drop the other source's file.
-    (d / ("truth.npy" if config.source else "positions.npy")).unlink(missing_ok=True)
+    for stale in (["truth.npy"] if config.source else ["positions.npy", "rows.npy"]):
+        (d / stale).unlink(missing_ok=True)
     artifacts.push(f"batches/{partition}")
     kept_index = serving_store.partition_index(partition)
     return MaterializeResult(metadata={
         "source": origin,
         "rows_read": rows_read,
         "rows_good": len(prepared),
-        "rows_quarantined": len(quarantine),
+        "rows_quarantined": quarantine["rows"],
+        "quarantined_by_reason": MetadataValue.json(quarantine["by_reason"]),
         "distinct_keys": prepared.n_keys,
         "keyed_by": "id" if prepared.keyed_by_id else "iris-r1 feature hash",
         "kept_input_generation": kept_index,
@@ -155,14 +157,15 @@ def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifact
     })
 
 
-def _quarantine_md(quarantine: list) -> str:
-    if not quarantine:
+def _quarantine_md(quarantine: dict) -> str:
+    if not quarantine["rows"]:
         return "No rows quarantined."
     lines = ["| row | reason |", "| --- | --- |"]
-    for q in quarantine[:50]:
+    for q in quarantine["sample"][:50]:
         lines.append(f"| {q.get('row')} | {str(q.get('reason')).replace('|', '/')} |")
-    if len(quarantine) > 50:
-        lines.append(f"| … | {len(quarantine) - 50} more (see quarantine.json) |")
+    if quarantine["rows"] > min(50, len(quarantine["sample"])):
+        lines.append(f"| … | {quarantine['rows'] - min(50, len(quarantine['sample']))} more, counted by reason: "
+                     f"{', '.join(f'{k} {n}' for k, n in sorted(quarantine['by_reason'].items()))} |")
     return "\n".join(lines)
 
 
@@ -183,6 +186,7 @@ def feedback(context: AssetExecutionContext, config: FeedbackConfig, artifacts: 
     artifacts.pull(f"batches/{context.partition_key}")
     d = artifacts.batch_dir(context.partition_key)
     batch = serving.load_prepared(d)
+    labels_path = d / "labels.npy"
     if config.source:
         all_labels = read_label_csv(artifacts.localize(config.source))
         positions_path = d / "positions.npy"
@@ -191,21 +195,25 @@ def feedback(context: AssetExecutionContext, config: FeedbackConfig, artifacts: 
                 f"window {context.partition_key} was generated, not read from a file: "
                 f"feedback source {config.source} has no rows to align with")
         positions = np.load(positions_path)
-        rows_read = len(positions) + len(serving.read_json(d / "quarantine.json", []))
+        rows_read = len(positions) + quarantine_summary(serving.read_json(d / "quarantine.json"))["rows"]
         if len(all_labels) != rows_read:
             raise ValueError(
                 f"feedback source {config.source} has {len(all_labels)} labels but the batch "
                 f"source had {rows_read} data rows; they must align row for row")
         labels = all_labels[positions]
+    elif (d / "truth.npy").exists():
+        labels = np.load(d / "truth.npy")
     else:
-        truth_path = d / "truth.npy"
-        if not truth_path.exists():
-            raise ValueError(
-                f"window {context.partition_key} came from a file source but no IRISDAG_FEEDBACK_SOURCE "
-                "was given; there is no feedback to attach")
-        labels = np.load(truth_path)
+        # A file batch whose labels come later (or never): it is scored and served all the
+        # same; its feedback is attached when a feedback file for the window arrives.
+        attached = labels_path.exists() and len(np.load(labels_path)) == len(batch)
+        return MaterializeResult(metadata={
+            "rows": int(len(np.load(labels_path))) if attached else 0,
+            "status": "attached earlier" if attached else "pending: no IRISDAG_FEEDBACK_SOURCE for this window yet",
+        })
     if len(labels) != len(batch):
         raise ValueError(f"{len(labels)} labels for {len(batch)} scored rows in window {context.partition_key}")
-    np.save(d / "labels.npy", labels.astype(np.int8))
+    np.save(labels_path, labels.astype(np.int8))
     artifacts.push(f"batches/{context.partition_key}/labels.npy")
-    return MaterializeResult(metadata={"rows": len(labels), "classes": MetadataValue.json(_class_counts(labels))})
+    return MaterializeResult(metadata={"rows": len(labels), "status": "attached",
+                                       "classes": MetadataValue.json(_class_counts(labels))})
