@@ -38,6 +38,7 @@ import numpy as np
 from irisdag.core import keys as keyscheme
 
 PREDICTIONS_PREFIX = "pred-"
+ROWS_FILE = "rows.npy"
 FORMAT = 2
 META_FILE = "prepared.json"
 CHUNK_ROWS = 1 << 19       # rows keyed at a time (scratch memory ~ 60 MB)
@@ -447,7 +448,7 @@ def prepare_source(source, directory: Path, *, chunk_bytes: int | None = None) -
     directory = Path(directory)
     writer = PreparedWriter(directory)
     positions = _NpyAppender(directory / "positions.npy", np.int64)
-    rows = _NpyAppender(directory / "rows.npy", np.int64)
+    rows = _NpyAppender(directory / ROWS_FILE, np.int64)
     quarantine = Quarantine()
     rows_read = blank = 0
     header = ignored = None
@@ -609,7 +610,10 @@ def score_batch(store, booster, version: str, directory: Path, *,
         pending = None
         for start in range(0, u, chunk_keys):
             stop = min(u, start + chunk_keys)
-            part = predict_labels(booster, np.asarray(batch.q[start:stop], dtype=np.float64) / 10.0).astype(np.int8)
+            try:
+                part = predict_labels(booster, np.asarray(batch.q[start:stop], dtype=np.float64) / 10.0).astype(np.int8)
+            except keyscheme.InputError as err:
+                raise _in_file_terms(err, directory, batch, start) from None
             labels[start:stop] = part
             keys = batch.id_keys[start:stop].tolist() if batch.keyed_by_id else np.asarray(batch.digests[start:stop])
             if pending is not None:
@@ -620,6 +624,24 @@ def score_batch(store, booster, version: str, directory: Path, *,
     # The file is written after Redis: a batch file never claims answers Redis lacks.
     _save_npy(predictions_path(directory, version), labels)
     return written, labels
+
+
+def _in_file_terms(err, directory: Path, batch: PreparedBatch, start: int):
+    """A scorer's refusal of distinct key ``start + err.row - 1`` restated with the file's row (1-based)."""
+    key_index = start + int(err.row) - 1
+    good = np.flatnonzero(np.asarray(batch.inverse) == key_index)
+    row = None
+    if len(good):
+        # The row whose features were scored: the first with this key (by id: the id's last row).
+        g = int(good[-1] if batch.keyed_by_id else good[0])
+        if (directory / ROWS_FILE).exists():
+            row = int(np.load(directory / ROWS_FILE, mmap_mode="r")[g])
+        elif (directory / "positions.npy").exists():
+            row = int(np.load(directory / "positions.npy", mmap_mode="r")[g]) + 1
+        else:
+            row = g + 1  # rows given as an array (generated batch, queued misses): their order
+    return keyscheme.InputError(f"{err.reason} (batch {directory.name})", value=err.value,
+                                position=err.position, row=row)
 
 
 def bring_up_to_date(store, booster, version: str, batches_root: Path, log=None) -> dict:

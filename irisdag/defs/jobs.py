@@ -11,6 +11,7 @@ from irisdag.defs.assets.comparison import comparison
 from irisdag.defs.assets.data import feedback, incoming_batch
 from irisdag.defs.assets.predictions import challenger_predictions, champion_predictions
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 from irisdag.store.resource import ServingStore, StoreError
 
 
@@ -69,6 +70,7 @@ def _decision_for(context, config: DecisionConfig, serving_store: ServingStore, 
 
 
 @op(retry_policy=REDIS_RETRY, description="Make the decided challenger the champion; the old champion becomes `previous`.")
+@retry_transient_only
 def promote_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
     operation = f"promote:{_newest_decision_id(config, serving_store)}"
     done = _already_applied(context, serving_store, operation)
@@ -92,6 +94,7 @@ def promote_challenger(context: OpExecutionContext, config: DecisionConfig, serv
 
 
 @op(retry_policy=REDIS_RETRY, description="Restore the previous champion (kept scored, so this is instant and complete).")
+@retry_transient_only
 def rollback_champion(context: OpExecutionContext, serving_store: ServingStore) -> dict:
     operation = f"rollback:{context.run_id}"  # a retried step of this run rolls back once
     done = _already_applied(context, serving_store, operation)
@@ -115,6 +118,7 @@ def rollback_champion(context: OpExecutionContext, serving_store: ServingStore) 
 
 @op(retry_policy=REDIS_RETRY, description="End an experiment the decision found worse: every arm stops serving, "
                                           "the champion serves all traffic again.")
+@retry_transient_only
 def abort_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
     operation = f"abort:{_newest_decision_id(config, serving_store)}"
     done = _already_applied(context, serving_store, operation)
@@ -133,6 +137,7 @@ def abort_challenger(context: OpExecutionContext, config: DecisionConfig, servin
 
 
 @op(retry_policy=REDIS_RETRY, description="Apply the shares a canary or bandit decision asks for (epoch compare-and-set).")
+@retry_transient_only
 def ramp_challenger(context: OpExecutionContext, config: DecisionConfig, serving_store: ServingStore) -> dict:
     operation = f"ramp:{_newest_decision_id(config, serving_store)}"
     done = _already_applied(context, serving_store, operation)

@@ -11,6 +11,7 @@ from irisdag import serving
 from irisdag.core import keys as keyscheme
 from irisdag.defs.assets.predictions import load_checked
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 from irisdag.defs.resources import ArtifactStore
 from irisdag.store.resource import ServingStore
 
@@ -19,6 +20,7 @@ MAX_MISSES_PER_RUN = 100_000
 
 
 @op(retry_policy=REDIS_RETRY, description="Score queued misses with every routed version, store them, then acknowledge.")
+@retry_transient_only
 def store_misses(context: OpExecutionContext, serving_store: ServingStore, artifacts: ArtifactStore) -> dict:
     entries = serving_store.read_misses(MAX_MISSES_PER_RUN)
     if not entries:

@@ -34,6 +34,7 @@ HOLDOUT_FRACTION = 0.2     # real iris rows held out of training for the trusted
 SEED = 7
 
 # Redis or the object store may blip (failover, restart): steps that talk to them
-# retry with backoff. Refusals (an unvalidated or tampered model) raise
-# Failure(allow_retries=False) and are never retried.
+# retry with backoff. Only such transient faults are retried: each step with this
+# policy is wrapped in retries.retry_transient_only, which turns every other error
+# (parse, format, refusal, validation) into Failure(allow_retries=False).
 REDIS_RETRY = RetryPolicy(max_retries=3, delay=0.5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import xgboost as xgb
 
-from irisdag.core.keys import N_FEATURES, SCHEME, invalid_mask
+from irisdag.core.keys import N_FEATURES, SCHEME, InputError, invalid_mask, validate_features
 from irisdag.models.validation import ModelFormatError, check_model_bytes
 
 CLASSES = ("setosa", "versicolor", "virginica")
@@ -335,10 +335,12 @@ def predict_proba(booster: xgb.Booster, X, *, chunk_rows: int = PREDICT_CHUNK_RO
 
 
 def _refuse_invalid(part: np.ndarray, offset: int) -> None:
+    """Refuse the first invalid row with the validation's own InputError (row = 1-based row of ``X``)."""
     bad = invalid_mask(part)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"row {offset + i} is not a valid input (NaN, infinite or |x| >= 1e6): {part[i].tolist()}")
+        validate_features([float(v) for v in part[i]], row=offset + i + 1)  # raises, naming value and position
+        raise InputError(f"{part[i].tolist()} is not a valid input", value=part[i].tolist(), row=offset + i + 1)
 
 
 def predict_labels(booster: xgb.Booster, X, *, chunk_rows: int = PREDICT_CHUNK_ROWS) -> np.ndarray:

@@ -14,6 +14,7 @@ from irisdag.defs.assets.models import load_trained_keys
 from irisdag.defs.assets.predictions import challenger_predictions, champion_predictions
 from irisdag.defs.partitions import batch_windows
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 from irisdag.defs.reports import accuracy_table, accuracy_svg
 from irisdag.defs.resources import ArtifactStore
 from irisdag.store.resource import ServingStore
@@ -51,6 +52,7 @@ def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms,
         "once at its planned n. Rows a compared model trained on are not judged; held-out "
         "rows are reported apart. The decision record is this asset's metadata."),
 )
+@retry_transient_only
 def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving_store: ServingStore) -> MaterializeResult:
     partition = context.partition_key
     artifacts.pull("models", f"batches/{partition}")

@@ -13,6 +13,7 @@ from irisdag.core import generator
 from irisdag.core.batches import Quarantine, quarantine_summary, read_label_csv
 from irisdag.defs import settings
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 from irisdag.defs.partitions import batch_windows, window_index
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import CLASSES
@@ -117,6 +118,7 @@ class BatchConfig(Config):
         "good rows are rounded and keyed (scheme iris-r1) and their distinct inputs kept so a "
         "new version can be backfilled over everything the champion serves."),
 )
+@retry_transient_only
 def incoming_batch(context: AssetExecutionContext, config: BatchConfig, artifacts: ArtifactStore,
                    serving_store: ServingStore) -> MaterializeResult:
     partition = context.partition_key

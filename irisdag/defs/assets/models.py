@@ -11,6 +11,7 @@ from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.defs import settings
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 from irisdag.defs.assets.data import raw_iris
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import import_model, save_model
@@ -68,6 +69,7 @@ class ChampionConfig(Config):
         "IRISDAG_CHAMPION_MODEL (an XGBoost JSON file such as the course's model.json) or "
         "trained on the iris table. Stored as XGBoost JSON; version = SHA-256 of the file."),
 )
+@retry_transient_only
 def champion_model(context: AssetExecutionContext, config: ChampionConfig, artifacts: ArtifactStore,
                    serving_store: ServingStore) -> MaterializeResult:
     artifacts.pull("models")
@@ -116,6 +118,7 @@ class ChallengerConfig(Config):
         "accumulated feedback). Stored as XGBoost JSON with its SHA-256 version; the keys it "
         "learned from are recorded so the comparison never judges it on them."),
 )
+@retry_transient_only
 def challenger_model(context: AssetExecutionContext, config: ChallengerConfig, artifacts: ArtifactStore,
                      serving_store: ServingStore) -> MaterializeResult:
     artifacts.pull("models", "data/raw_iris.npz")

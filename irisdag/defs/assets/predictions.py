@@ -24,6 +24,7 @@ from irisdag.defs.partitions import batch_windows
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import DigestMismatch, load_model
 from irisdag.defs.settings import REDIS_RETRY
+from irisdag.defs.retries import retry_transient_only
 
 
 class RefusedVersion(Failure):
@@ -86,6 +87,7 @@ def score_versions_for_window(context, serving_store: ServingStore, artifacts: A
         "written to Redis in pipelined chunks; the version is marked complete only after the "
         "last chunk. The first complete champion becomes the served one."),
 )
+@retry_transient_only
 def champion_predictions(context: AssetExecutionContext, artifacts: ArtifactStore, serving_store: ServingStore) -> MaterializeResult:
     champion = current_champion(serving_store, artifacts)
     if not champion:
@@ -174,6 +176,7 @@ def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan)
         "bandit) and its split are fixed and routed in one compare-and-set. Scoring is refused "
         "for a version without a passing validity verdict, in any run."),
 )
+@retry_transient_only
 def challenger_predictions(context: AssetExecutionContext, config: ExperimentConfig, artifacts: ArtifactStore,
                            serving_store: ServingStore) -> MaterializeResult:
     challenger = read_pointer(artifacts, CHALLENGER_POINTER)
