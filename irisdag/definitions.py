@@ -20,7 +20,7 @@ ASSET_MODULES = [data, models, predictions, comparison]
 warnings.filterwarnings("ignore", message=r"Parameter `owners` of initializer `SensorDefinition.__init__`")
 
 all_assets = load_assets_from_modules(ASSET_MODULES)
-all_checks = load_asset_checks_from_modules([checks])
+all_checks = [*load_asset_checks_from_modules([checks]), *misses.MISSES_CHECKS]
 
 
 def resources_for(deployment: str) -> dict:

@@ -46,6 +46,13 @@ ROUTING_KEY = "irisdag:routing"
 OPERATIONS_KEY = "irisdag:routing:operations"  # HASH operation id -> epoch it applied (idempotence)
 AUDIT_KEY = "irisdag:audit"
 MISSES_KEY = "irisdag:misses"
+DEAD_MISSES_KEY = "irisdag:misses:dead"          # stream: short records of poisoned misses
+DEAD_COUNTS_KEY = "irisdag:misses:dead:counts"   # HASH kind -> how many were dead-lettered
+# A legitimate miss entry (key, features, time) is about 150 bytes. Larger ones are never
+# read (the Lua reader measures them in Redis); the server bounds what can be queued at all
+# (proto-max-bulk-len and client-query-buffer-limit in deploy/redis/redis.conf).
+MISS_ENTRY_MAX_BYTES = 2048
+MISSES_PAGE = 1000
 INPUTS_KEY = "irisdag:inputs"
 DECISION_KEY = "irisdag:decision"
 DECISIONS_KEY = "irisdag:decisions"
@@ -88,7 +95,7 @@ _RESERVED = frozenset({"digest", "scheme", "created_at", "role", "validated", "v
 # Version ids become parts of key names and SCAN patterns: no ':' and no glob characters.
 _VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-_LUA_FUNCTIONS = ("lookup", "lookup_digests", "route", "buckets", "reshard")
+_LUA_FUNCTIONS = ("lookup", "lookup_digests", "route", "buckets", "reshard", "misses_read", "dead_letter")
 _ENTRY_MARKER = "-- @@entry-points"
 
 
@@ -1456,16 +1463,78 @@ class StoreClient:
                              f"{str(refused[0]).splitlines()[0]}") from refused[0]
         return [_s(i) for i in replies]
 
+    def misses_page(self, count: int = MISSES_PAGE, after: str = "-",
+                    max_bytes: int = MISS_ENTRY_MAX_BYTES) -> tuple[int, str, list[dict[str, Any]]]:
+        """(queue length, newest entry id or "", up to ``count`` entries after ``after``), oldest first.
+
+        Entries are untrusted: each is {"stream_id", "size", "fields"} where
+        ``fields`` holds the raw (decoded) strings, or None when the entry is
+        larger than ``max_bytes``: the server measures it and never sends it
+        (the Lua ``misses_read``), so what a reader holds is bounded.
+        """
+        count = max(0, min(int(count), MISSES_PAGE))
+        reply = self._call("misses_read", [MISSES_KEY], [after or "-", str(count), str(int(max_bytes))],
+                           readonly=True)
+        length, newest, out = int(reply[0]), _s(reply[1]) if reply[1] else "", []
+        for item in reply[2:]:
+            flat = item[2:]
+            fields = None if len(item) == 2 else {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+            out.append({"stream_id": _s(item[0]), "size": int(item[1]), "fields": fields})
+        return length, newest, out
+
     def read_misses(self, count: int = 1000) -> list[dict[str, Any]]:
-        """The oldest unacknowledged misses: {"stream_id", "key", "features" or None, "id" or None, "time"}."""
-        out = []
-        for eid, raw in self.client().xrange(MISSES_KEY, count=count):
-            fields = _decode_hash(raw)
-            features = fields.get("features")
-            out.append({"stream_id": _s(eid), "key": fields.get("key", ""),
-                        "features": json.loads(features) if features else None,
-                        "id": fields.get("id") or None, "time": fields.get("time", "")})
+        """The oldest unacknowledged misses: {"stream_id", "key", "features" or None, "id" or None,
+        "time", "size", "fields"}; ``features`` is the parsed JSON when it parses (None otherwise: see
+        ``fields``, and `irisdag.core.misses.parse_miss` for the validation); ``fields`` is None for
+        an entry over MISS_ENTRY_MAX_BYTES, which is never read."""
+        out: list[dict[str, Any]] = []
+        after = "-"
+        while len(out) < count:
+            _, _, page = self.misses_page(min(MISSES_PAGE, count - len(out)), after)
+            if not page:
+                break
+            for e in page:
+                fields = e["fields"] or {}
+                try:
+                    features = json.loads(fields["features"]) if fields.get("features") else None
+                except ValueError:
+                    features = None
+                out.append({"stream_id": e["stream_id"], "key": fields.get("key", ""), "features": features,
+                            "id": fields.get("id") or None, "time": fields.get("time", ""),
+                            "size": e["size"], "fields": e["fields"]})
+            after = page[-1]["stream_id"]
         return out
+
+    def newest_miss(self) -> tuple[int, str]:
+        """(how many misses are queued, the newest one's id or "") without reading any entry's fields."""
+        length, newest, _ = self.misses_page(0)
+        return length, newest
+
+    def dead_letter_misses(self, entries: Iterable[tuple[str, str, str, str]]) -> int:
+        """Move poisoned misses to ``irisdag:misses:dead``: (stream id, kind, reason, key) each.
+
+        One Lua call (allowed under OOM) deletes each from the queue and appends a
+        short record (never the payload) and counts it by kind; returns how many moved.
+        """
+        args: list[str] = []
+        for stream_id, kind, reason, key in entries:
+            args += [str(stream_id), str(kind), str(reason)[:300], str(key)[:300]]
+        if not args:
+            return 0
+        moved = 0
+        for i in range(0, len(args), 4 * 1000):
+            moved += int(self._call("dead_letter", [MISSES_KEY, DEAD_MISSES_KEY, DEAD_COUNTS_KEY],
+                                    [_now(), *args[i:i + 4 * 1000]], readonly=False))
+        return moved
+
+    def dead_letters(self, count: int = 20) -> tuple[dict[str, int], int, list[dict[str, str]]]:
+        """(dead-lettered misses counted by kind since the start, records kept, the newest
+        ``count`` records, newest last)."""
+        client = self.client()
+        counts = {k: int(v) for k, v in _decode_hash(client.hgetall(DEAD_COUNTS_KEY)).items()}
+        kept = int(client.xlen(DEAD_MISSES_KEY))
+        newest = [{"id": _s(eid), **_decode_hash(f)} for eid, f in reversed(client.xrevrange(DEAD_MISSES_KEY, count=count))]
+        return counts, kept, newest
 
     def ack_misses(self, ids: Iterable[str]) -> int:
         """Acknowledge (delete) misses once their answers are stored; returns how many."""

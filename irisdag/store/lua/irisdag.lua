@@ -529,6 +529,63 @@ local function route(keys, args)
   return { 1, 'applied', epoch }
 end
 
+-- ---------------------------------------------------------------------------
+-- Misses: entries consumers append to irisdag:misses are untrusted (DESIGN §3).
+-- ---------------------------------------------------------------------------
+-- misses_read (no-writes): KEYS = irisdag:misses
+-- ARGV = after (an entry id, exclusive; '-' from the start), count, max_bytes
+-- Returns {length, newest id or false, entry...}; an entry is {id, size,
+-- field, value, ...}, or {id, size} alone when its fields and values add up to
+-- more than max_bytes: the reader never receives an oversized entry.
+local function misses_read(keys, args)
+  local mkey = keys[1]
+  local after, count, cap = args[1] or '-', tonumber(args[2] or '0') or 0, tonumber(args[3] or '0') or 0
+  local newest = redis.call('XREVRANGE', mkey, '+', '-', 'COUNT', 1)[1]
+  local out = { redis.call('XLEN', mkey), newest and newest[1] or false }
+  local start = after == '-' and '-' or '(' .. after
+  for _ = 1, count do
+    -- One entry a call: what this function holds at once is one entry, however large.
+    local e = redis.call('XRANGE', mkey, start, '+', 'COUNT', 1)[1]
+    if not e then break end
+    local size, fields = 0, e[2]
+    for i = 1, #fields do size = size + #fields[i] end
+    if size > cap then
+      out[#out + 1] = { e[1], size }
+    else
+      local item = { e[1], size }
+      for i = 1, #fields do item[#item + 1] = fields[i] end
+      out[#out + 1] = item
+    end
+    start = '(' .. e[1]
+  end
+  return out
+end
+
+-- dead_letter (writes, allow-oom): KEYS = irisdag:misses, irisdag:misses:dead,
+-- irisdag:misses:dead:counts; ARGV = now, then (id, kind, reason, key) per
+-- entry. Moves each entry still queued to the dead-letter stream as a short
+-- record (never its payload: an oversized entry must not move its size) and
+-- counts it by kind; an entry already moved by another run is skipped.
+-- Returns how many were moved.
+local DEAD_MAXLEN = '10000'
+local DEAD_TEXT = 300 -- bytes kept of a reason or a key
+
+local function dead_letter(keys, args)
+  local mkey, dkey, ckey = keys[1], keys[2], keys[3]
+  local now = args[1] or ''
+  local moved = 0
+  for i = 2, #args - 3, 4 do
+    local id, kind, reason, key = args[i], args[i + 1], args[i + 2], args[i + 3]
+    if redis.call('XDEL', mkey, id) == 1 then
+      redis.call('XADD', dkey, 'MAXLEN', '~', DEAD_MAXLEN, '*', 'source_id', id, 'kind', string.sub(kind, 1, 40),
+                 'reason', string.sub(reason, 1, DEAD_TEXT), 'key', string.sub(key, 1, DEAD_TEXT), 'time', now)
+      redis.call('HINCRBY', ckey, string.sub(kind, 1, 40), 1)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
 -- @@entry-points: Redis >= 7 only; the EVAL form for Redis 6.2 stops here.
 redis.register_function { function_name = 'lookup', callback = lookup, flags = { 'no-writes' } }
 redis.register_function { function_name = 'buckets', callback = buckets, flags = { 'no-writes' } }
@@ -536,3 +593,6 @@ redis.register_function { function_name = 'lookup_digests', callback = lookup_di
 redis.register_function { function_name = 'reshard', callback = reshard }
 -- allow-oom: a full store must still be able to roll back or abort (one HSET and a capped XADD).
 redis.register_function { function_name = 'route', callback = route, flags = { 'allow-oom' } }
+redis.register_function { function_name = 'misses_read', callback = misses_read, flags = { 'no-writes' } }
+-- allow-oom: poisoned misses must leave the queue even when Redis is full (XDEL frees what a short record takes).
+redis.register_function { function_name = 'dead_letter', callback = dead_letter, flags = { 'allow-oom' } }
