@@ -507,9 +507,9 @@ def _parse_chunk(chunk: bytes, first_line: int, first_pos: int, layout: _Layout,
         return acc, n_rows, int(len(ends) - n_rows)
 
     commas = _per_line(arr == 44, starts, ends) if len(ends) else np.zeros(0, np.int64)
-    # Bytes pandas must not see: NUL (binary data) and, in a file without ids, anything
-    # outside ASCII (never part of a number: such rows take the exact path and its message).
-    odd = (arr == 0) if layout.id_col is not None else ((arr == 0) | (arr >= 128))
+    # Rows pandas must not see: NUL (binary data) or anything outside ASCII (never part of a
+    # number; in an id it must be valid UTF-8): they take the exact path and its message.
+    odd = (arr == 0) | (arr >= 128)
     unusual = _per_line(odd, starts, ends) > 0 if len(ends) else np.zeros(0, bool)
     shape_ok = nonblank & (commas + 1 == layout.ncols) & ~unusual
     pending = [np.flatnonzero(nonblank & ~shape_ok)]  # line indexes for the per-row path

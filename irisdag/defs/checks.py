@@ -176,13 +176,17 @@ def feedback_alignment(context: AssetCheckExecutionContext, serving_store: Servi
     booster = load_model(artifacts.models_dir(), champion, info.get("digest", ""))
     validated, _ = trusted_accuracy(booster, artifacts)
     upper = accuracy_upper_bound(right, n)
+    # The same labels moved one row either way: far better agreement there says "shifted by a row".
+    shifted = max(float((predicted[:-1] == labels[1:]).mean()), float((predicted[1:] == labels[:-1]).mean())) \
+        if n > 1 else 0.0
     meta.update({"rows": n, "accuracy_on_feedback": round(right / n, 4) if n else None,
-                 "upper_bound_99_9": round(upper, 4), "validated_accuracy": round(validated, 4)})
+                 "upper_bound_99_9": round(upper, 4), "validated_accuracy": round(validated, 4),
+                 "accuracy_if_shifted_by_one_row": round(shifted, 4)})
     misaligned = n >= MISALIGNED_MIN_ROWS and upper < validated - MISALIGNED_GAP
     description = (
         f"window {partition}: the champion is right on {right}/{n} feedback rows ({right / n:.1%}, at most "
         f"{upper:.1%}) against {validated:.1%} on the trusted test set: the feedback is possibly misaligned "
-        "with the batch (shifted by a row, or another batch's labels)" if misaligned else
+        f"with the batch (shifted by a row: {shifted:.1%} right; or another batch's labels)" if misaligned else
         f"champion accuracy on {n} feedback rows {right / max(n, 1):.1%} (validated {validated:.1%})")
     return AssetCheckResult(passed=not misaligned, severity=AssetCheckSeverity.WARN, description=description,
                             metadata=meta)

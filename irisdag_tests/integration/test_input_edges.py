@@ -28,7 +28,8 @@ class Runs:
 
     def window(self, index, selection=WARMUP, ops=None, expect_ok=True):
         before = len(self.summary.failures)
-        result = materialize_window(selection, window_key(index), self.instance, self.resources, self.summary,
+        partition = None if index is None else window_key(index)  # retraining is not windowed
+        result = materialize_window(selection, partition, self.instance, self.resources, self.summary,
                                     {"ops": ops or {}})
         if expect_ok:
             assert not self.summary.failures[before:], self.summary.failures[before:]
@@ -114,3 +115,88 @@ def test_a_batch_is_kept_only_after_every_version_scored_it(runs):
 
 def _latest_meta(runs, asset):
     return runs.instance.get_latest_materialization_event(AssetKey(asset)).asset_materialization.metadata
+
+
+# ---- issue 9 item 7: empty / fully quarantined batches fail an ERROR check ------------------------
+
+SERVE = ["raw_iris", "trusted_test_set", "champion_model", "incoming_batch", "feedback", "champion_predictions"]
+
+
+def _check(result, name):
+    [ev] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return ev
+
+
+@pytest.mark.parametrize("text,why", [
+    ("", "no data rows (empty or header only)"),
+    ("id,sepal_length,sepal_width,petal_length,petal_width\n", "no data rows (empty or header only)"),
+    ("nan,1,1,1\n5_0,1,1,1\n1,2,3\n", "all 3 rows were quarantined (field_count 1, nan 1, not_a_number 1)"),
+])
+def test_a_batch_with_nothing_to_score_fails_an_error_check_naming_it(runs, tmp_path, text, why):
+    source = tmp_path / "batch.csv"
+    source.write_text(text)
+    result, failures = runs.window(0, SERVE, {"incoming_batch": {"config": {"source": str(source)}}},
+                                   expect_ok=False)
+    ev = _check(result, "incoming_batch_quality")
+    assert not ev.passed and ev.severity.value == "ERROR"
+    assert why in ev.description and "nothing to score" in ev.description
+    assert any("incoming_batch:incoming_batch_quality" in f and why in f for f in failures), failures
+
+
+# ---- issue 9 item 10: a batch without labels is scored and served ----------------------------------
+
+def test_a_batch_without_labels_is_served_and_its_feedback_attached_later(runs):
+    from irisdag_tests.support.data import COURSE
+
+    source = {"incoming_batch": {"config": {"source": str(COURSE / "iris.csv")}}}
+    runs.window(0, SERVE, source)  # no feedback source: not a failure
+    meta = _latest_meta(runs, "feedback")
+    assert meta["rows"].value == 0 and meta["status"].value.startswith("pending")
+    [hit] = runs.store.lookup([keys.input_key([5.0, 2.9, 1.1, 0.4])])
+    assert hit["route"] == "champion" and hit["label"] == "setosa"
+    d = runs.resources["artifacts"].batch_dir(window_key(0))
+    assert not (d / "labels.npy").exists()
+    # The window's labels arrive later: materializing its feedback attaches them.
+    runs.window(0, ["feedback"], {"feedback": {"config": {"source": str(COURSE / "iris_y.csv")}}})
+    assert len(np.load(d / "labels.npy")) == 1050
+    assert _latest_meta(runs, "feedback")["status"].value == "attached"
+
+
+def test_a_decision_on_a_window_without_feedback_has_nothing_to_judge(runs):
+    from irisdag_tests.support.data import COURSE
+
+    runs.window(0, SERVE, _generated(300))
+    runs.window(None, ["raw_iris", "trusted_test_set", "challenger_model"])
+    ops = {"incoming_batch": {"config": {"source": str(COURSE / "iris.csv")}}}
+    runs.window(1, ["incoming_batch", "feedback", "champion_predictions", "challenger_predictions", "comparison"], ops)
+    decision = runs.store.latest_decision()
+    assert decision["decision"] == "continue" and decision["n"] == 0
+    assert f"no feedback has arrived for window {window_key(1)} yet" in decision["reason"]
+    assert "nothing to judge" in decision["reason"]
+
+
+# ---- issue 9 item 7: feedback shifted by a row is warned about ---------------------------------------
+
+def test_misaligned_feedback_fails_a_warn_check(runs, tmp_path):
+    """A shuffled batch (the course rows in random order) with its labels, then the labels one row off."""
+    from irisdag_tests.support.data import COURSE
+
+    rows = (COURSE / "iris.csv").read_text().splitlines()
+    labels = (COURSE / "iris_y.csv").read_text().splitlines()
+    order = np.random.default_rng(5).permutation(len(rows))
+    batch, aligned, shifted = tmp_path / "batch.csv", tmp_path / "y.csv", tmp_path / "shifted.csv"
+    batch.write_text("\n".join(rows[i] for i in order) + "\n")
+    y = [labels[i] for i in order]
+    aligned.write_text("\n".join(y) + "\n")
+    shifted.write_text("\n".join(y[1:] + y[:1]) + "\n")  # every label one row off
+    ops = {"incoming_batch": {"config": {"source": str(batch)}}, "feedback": {"config": {"source": str(aligned)}}}
+    result, _ = runs.window(0, SERVE, ops)
+    ev = _check(result, "feedback_alignment")
+    assert ev.passed, ev.description
+    ops["feedback"] = {"config": {"source": str(shifted)}}
+    result, failures = runs.window(1, SERVE, ops)
+    ev = _check(result, "feedback_alignment")
+    assert not ev.passed and ev.severity.value == "WARN" and failures == []  # a warning, not a failure
+    assert "possibly misaligned" in ev.description and "shifted by a row" in ev.description
+    assert ev.metadata["accuracy_on_feedback"].value < ev.metadata["validated_accuracy"].value - 0.25
+    assert ev.metadata["accuracy_if_shifted_by_one_row"].value > 0.9
