@@ -23,6 +23,10 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5"],
+        # The Feast peer baseline of `python -m benchmarks` (optional; skipped when absent). Feast's
+        # own pins may not fit this environment: it can live in a separate virtualenv instead,
+        # named by IRISDAG_FEAST_PYTHON.
+        "peers": ["feast[redis]>=0.67"],
     },
     entry_points={"console_scripts": ["irisdag=irisdag.cli:main"]},
 )

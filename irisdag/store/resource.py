@@ -878,7 +878,9 @@ class StoreClient:
         if len(keys) == 0:
             return 0
         hex_raw, hex_labels, id_keys, id_labels = self._split_keys(version, keys, digests, labels_arr)
-        layout = self._make_room(version, layout, len(labels_arr))
+        # Grow first only for a write that would surely overfill the layout; otherwise write,
+        # then grow on the count of answers that were really new (a rewrite adds none).
+        layout = self._make_room(version, layout, len(labels_arr), limit=2 * FILL_MAX)
         written: list[tuple[int, int]] = []
         added = 0
         for g, n in layout.all():
@@ -891,7 +893,8 @@ class StoreClient:
         # A reshard may have begun or switched while these answers were sent:
         # they must be in every layout the version may serve from.
         while True:
-            now = self._layout(version).all()
+            current = self._layout(version)
+            now = current.all()
             missing = [t for t in now if t not in written]
             if not missing:
                 break
@@ -901,6 +904,7 @@ class StoreClient:
         retired = [(g, n) for g, n in written if (g, n) not in now]
         for g, n in retired:  # the reshard already unlinked it; drop what this write recreated
             self._unlink_written(version, g, n, hex_raw, id_keys)
+        self._make_room(version, current, 0, limit=FILL_MAX)
         return added
 
     def _split_keys(self, version: str, keys, digests, labels: np.ndarray):
@@ -962,26 +966,32 @@ class StoreClient:
         """Before a batch of ``incoming`` distinct keys is written: grow the version's layout
         once, for all of them, rather than doubling chunk by chunk. Returns the shard count.
 
-        Sized for RESERVE_FILL a shard if every incoming key were new; since the
-        version ends up holding at least max(stored, incoming) answers, the mean
-        stays at 36 or more a shard even when most keys were stored already.
+        Sized for RESERVE_FILL a shard if every incoming key were new, and only
+        when the batch is larger than what the version holds: it then ends up
+        holding at least ``incoming`` answers, so the mean stays at 36 or more a
+        shard even when most keys were stored already.
         Refused, like a write, unless the version is registered and validated.
         """
         layout = self._layout(version, writing=True)
         if layout.next_layout is not None:
             layout = self._reshard(version, layout, layout.next_shards)
-        need = layout.stored + max(int(incoming), 0)
-        if need > layout.shards * FILL_MAX and layout.shards < MAX_SHARDS:
+        incoming = max(int(incoming), 0)
+        need = layout.stored + incoming
+        # Only a batch at least as large as what is stored: the version then ends with at least
+        # `incoming` answers, so sizing for all of them keeps the mean at RESERVE_FILL / 2 or
+        # more whatever the overlap. Smaller batches grow it by doubling (`_make_room`).
+        if incoming > layout.stored and need > layout.shards * FILL_MAX and layout.shards < MAX_SHARDS:
             layout = self._reshard(version, layout, math.ceil(need / RESERVE_FILL))
         return layout.shards
 
-    def _make_room(self, version: str, layout: "_Layout", incoming: int) -> "_Layout":
-        """The layout to write ``incoming`` answers to: a reshard left half done is finished,
-        and a layout these answers could fill past FILL_MAX a shard is grown."""
+    def _make_room(self, version: str, layout: "_Layout", incoming: int, *, limit: int) -> "_Layout":
+        """Finish a reshard left half done, and grow a layout that ``incoming`` more answers
+        would fill past ``limit`` a shard on average: to twice the shards, or FILL_TARGET a
+        shard if that is more (so the mean after growing is 40..64)."""
         if layout.next_layout is not None:
             layout = self._reshard(version, layout, layout.next_shards)
         need = layout.stored + incoming
-        if need > layout.shards * FILL_MAX and layout.shards < MAX_SHARDS:
+        if need > layout.shards * limit and layout.shards < MAX_SHARDS:
             layout = self._reshard(version, layout, max(2 * layout.shards, math.ceil(need / FILL_TARGET)))
         return layout
 
