@@ -115,24 +115,44 @@ def _lookup_file(args) -> int:
         batch = read_feature_csv(args.file)
     except (OSError, ValueError) as err:
         return _bad_input(f"cannot read {args.file}: {err}")
-    entries = []
-    for i, key in enumerate(batch.keys()):
-        entry = {"key": key}
-        if batch.ids is not None:
-            entry["id"] = str(batch.ids[i])
-        else:
-            entry["features"] = [float(v) for v in batch.X[i]]
-        entries.append(entry)
+    keys = batch.keys()
     store = _store()
-    results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
-    lines = [(int(row), r) for row, r in zip(batch.row_numbers.tolist(), results)]
-    lines += [(int(q["row"]), {"error": q["reason"]}) for q in batch.quarantine]
-    lines.sort(key=lambda item: item[0])
-    for row, r in lines:
-        if "error" in r:
-            _emit({"row": row, "error": r["error"]}, args.json, f"row {row}\terror: {r['error']}")
-        else:
-            _emit({"row": row, **r}, args.json, f"row {row}\t{_answer_text(r)}")
+    if batch.ids is None and keys:
+        # Feature keys in bulk: raw 32-byte keys to the store's batch lookup (one byte a key back);
+        # a miss entry (with its features, for the miss queue) is built for missed rows only.
+        import numpy as np
+
+        answers = store.lookup_digests(np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32"))
+        results = answers.records(keys)
+        missed = np.flatnonzero(answers.codes == 0).tolist()
+        entries = [{"key": keys[i], "features": [float(v) for v in batch.X[i]]} for i in missed]
+        if entries and args.fallback_model:
+            fallback, _ = _answer(store, entries, args.fallback_model)
+            for i, r in zip(missed, fallback):
+                results[i] = r
+        misses = entries
+    else:
+        entries = []
+        for i, key in enumerate(keys):
+            entry = {"key": key}
+            if batch.ids is not None:
+                entry["id"] = str(batch.ids[i])
+            else:
+                entry["features"] = [float(v) for v in batch.X[i]]
+            entries.append(entry)
+        results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
+    lines = list(zip(batch.row_numbers.tolist(), results))
+    if batch.quarantine:
+        lines += [(int(q["row"]), {"error": q["reason"]}) for q in batch.quarantine]
+        lines.sort(key=lambda item: item[0])
+    if args.json:
+        for row, r in lines:
+            _emit({"row": row, "error": r["error"]} if "error" in r else {"row": row, **r}, True, "")
+    else:
+        out = [f"row {row}\terror: {r['error']}" if "error" in r else f"row {row}\t{_answer_text(r)}"
+               for row, r in lines]
+        for i in range(0, len(out), 65_536):  # one write a block, not one print a line
+            sys.stdout.write("\n".join(out[i:i + 65_536]) + "\n")
     _queue_misses(store, misses)
     bad = batch.rows_read - len(results)
     if bad:
