@@ -12,13 +12,15 @@ ACL_OUT=${IRISDAG_REDIS_ACL_FILE:-/data/users.acl}
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 need() { eval "v=\${$1:-}"; [ -n "$v" ] || { echo "start.sh: $1 is not set" >&2; exit 1; }; }
 need IRISDAG_REDIS_ADMIN_PASSWORD
-need IRISDAG_REDIS_PIPELINE_PASSWORD
+need IRISDAG_REDIS_SCORING_PASSWORD
+need IRISDAG_REDIS_ROUTING_PASSWORD
 need IRISDAG_REDIS_CONSUMER_PASSWORD
 
 umask 077
 grep -v -e '^#' -e '^[[:space:]]*$' "$CONF_DIR/users.acl.template" \
   | sed -e "s/@ADMIN_PASSWORD_SHA256@/$(sha "$IRISDAG_REDIS_ADMIN_PASSWORD")/" \
-        -e "s/@PIPELINE_PASSWORD_SHA256@/$(sha "$IRISDAG_REDIS_PIPELINE_PASSWORD")/" \
+        -e "s/@SCORING_PASSWORD_SHA256@/$(sha "$IRISDAG_REDIS_SCORING_PASSWORD")/" \
+        -e "s/@ROUTING_PASSWORD_SHA256@/$(sha "$IRISDAG_REDIS_ROUTING_PASSWORD")/" \
         -e "s/@CONSUMER_PASSWORD_SHA256@/$(sha "$IRISDAG_REDIS_CONSUMER_PASSWORD")/" \
   > "$ACL_OUT"
 if command -v docker-entrypoint.sh >/dev/null 2>&1; then

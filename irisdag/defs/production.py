@@ -12,17 +12,20 @@
   ``IRISDAG_CHAMPION_MODEL``) may be ``s3://bucket/key`` URIs, e.g. the
   course's layout ``data/iris.csv``, ``data/iris_y.csv``, ``artifact/model.json``.
 - The serving store is Redis from ``REDIS_URL`` (``redis://`` or ``rediss://``,
-  the pipeline user and its password in the URL). Dagster's storage is
+  the scoring user and its password in the URL); routing changes go as the
+  routing user of ``IRISDAG_ROUTING_REDIS_URL`` (when set). Dagster's storage is
   Postgres, configured by the instance's own ``deploy/dagster.yaml``
   (``DAGSTER_POSTGRES_URL``), not by this code location.
 
 Secrets (the Redis URL, the AWS keys) are given to the resources as
 ``EnvVar``s, so the UI shows the variable's name, never its value.
 
-Redis ACL (``deploy/redis/users.acl.template``): the pipeline user may read and
-write ``irisdag:*`` and call the library's functions but not load them:
-``FUNCTION LOAD`` is server-wide (not scoped by key patterns), so the Lua
-library is loaded by the admin user at deploy time with
+Redis ACL (``deploy/redis/users.acl.template``): the scoring user reads
+``irisdag:*`` and writes answers, metadata and streams, each write command on
+the keys it needs only (never ``irisdag:routing``); the routing user calls the
+library's ``route`` (promote, rollback, abort, ramp runs); neither can load
+functions: ``FUNCTION LOAD`` is server-wide (not scoped by key patterns), so the
+Lua library is loaded by the admin user at deploy time with
 ``python -m irisdag.defs.production redis-init`` (a one-shot service in the
 compose file, run from the same image as the code server, so the library
 always matches the code). The consumer user may only look up and queue misses.
@@ -69,7 +72,8 @@ COURSE_LAYOUT = {
 
 # Redis ACL users (deploy/redis/users.acl.template) and the placeholders of their password hashes.
 ACL_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "users.acl.template"
-ACL_USERS = {"admin": "irisdag-admin", "pipeline": "irisdag-pipeline", "consumer": "irisdag-consumer"}
+ACL_USERS = {"admin": "irisdag-admin", "scoring": "irisdag-scoring", "routing": "irisdag-routing",
+             "consumer": "irisdag-consumer"}
 ACL_PLACEHOLDERS = {role: f"@{role.upper()}_PASSWORD_SHA256@" for role in ACL_USERS}
 
 
@@ -436,16 +440,16 @@ def _env_or_none(environ: Mapping[str, str], name: str):
     return EnvVar(name) if (environ.get(name) or "").strip() else None
 
 
-def check_redis_url(url: str) -> str:
+def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in ("redis", "rediss"):
         raise ProductionConfigError(
-            f"REDIS_URL must be redis:// or rediss:// (with the pipeline user and password), got {redact_url(url)!r}")
+            f"{name} must be redis:// or rediss:// (with the user and its password), got {redact_url(url)!r}")
     parts = urlsplit(url)
     if not parts.password:
         raise ProductionConfigError(
-            f"REDIS_URL {redact_url(url)} has no password: production Redis runs with ACL users "
-            "(redis://irisdag-pipeline:PASSWORD@host:6379/0)")
+            f"{name} {redact_url(url)} has no password: production Redis runs with ACL users "
+            "(redis://irisdag-scoring:PASSWORD@host:6379/0)")
     return url
 
 
@@ -483,8 +487,14 @@ def production_resources(environ: Mapping[str, str] | None = None) -> dict:
         raise ProductionConfigError("IRISDAG_DEPLOYMENT=production needs IRISDAG_S3_BUCKET (the artifact bucket)")
     prefix = (environ.get("IRISDAG_S3_PREFIX") or DEFAULT_PREFIX).strip().strip("/")
     settings = s3_settings(environ)
+    # Routing changes (promote, rollback, abort, ramp, the start of serving) go as the routing
+    # user when IRISDAG_ROUTING_REDIS_URL is set; otherwise as REDIS_URL's user.
+    routing_url = (environ.get("IRISDAG_ROUTING_REDIS_URL") or "").strip()
+    if routing_url:
+        check_redis_url(routing_url, "IRISDAG_ROUTING_REDIS_URL")
     return {
-        "serving_store": EnvServingStore(redis_url=EnvVar("REDIS_URL")),
+        "serving_store": EnvServingStore(redis_url=EnvVar("REDIS_URL"),
+                                         routing_url=EnvVar("IRISDAG_ROUTING_REDIS_URL") if routing_url else ""),
         "artifacts": S3ArtifactStore(bucket=bucket, prefix=prefix, **settings,
                                      base_dir=(environ.get("IRISDAG_ARTIFACTS_DIR") or "").strip()),
         # The same bucket's client for any op that wants raw S3 (dagster-aws's resource).

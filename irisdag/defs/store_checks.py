@@ -117,14 +117,15 @@ def check_routing(store: ServingStore) -> Verdict:
 def _check_server(store: ServingStore, v: Verdict) -> None:
     client = store.client()
     try:
-        policy = next(iter(client.config_get("maxmemory-policy").values()), b"")
+        # INFO, not CONFIG GET: the pipeline's ACL users may not read the configuration.
+        policy = client.info("memory").get("maxmemory_policy", "")
         policy = policy.decode() if isinstance(policy, bytes) else str(policy)
         v.metadata["maxmemory_policy"] = policy
         if policy and policy != "noeviction":
             v.problems.append(f"Redis runs with maxmemory-policy {policy}: it may evict predictions "
                               "(the store needs noeviction)")
     except redis.ResponseError:
-        v.metadata["maxmemory_policy"] = "unknown (CONFIG GET not allowed)"
+        v.metadata["maxmemory_policy"] = "unknown (INFO not allowed)"
     try:
         libraries = client.function_list(library="irisdag", withcode=True)
     except redis.ResponseError:

@@ -57,6 +57,7 @@ INPUTS_KEY = "irisdag:inputs"
 DECISION_KEY = "irisdag:decision"
 DECISIONS_KEY = "irisdag:decisions"
 VERSION_PREFIX = "irisdag:version:"
+VERSIONS_KEY = "irisdag:versions"  # SET of registered version ids (no SCAN: the pipeline users may not)
 PRED_PREFIX = "irisdag:pred:"
 EVIDENCE_PREFIX = "irisdag:evidence:"
 EXPERIMENT_PREFIX = "irisdag:experiment:"
@@ -706,6 +707,7 @@ class StoreClient:
                   **{str(k): _field_value(v) for k, v in extra.items()}}
         pipe = client.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
+        pipe.sadd(VERSIONS_KEY, version)
         for name, value in (("created_at", _now()), ("validated", "pending"), ("complete", "0"),
                             ("generation", "0"), ("keys", "0"), ("shards", str(shards)), ("layout", "0"),
                             ("stored", "0")):
@@ -752,7 +754,12 @@ class StoreClient:
     def versions(self) -> list[dict[str, str]]:
         """Every registered version's metadata, each with its ``version``, oldest first."""
         client = self.client()
-        keys = sorted({_s(k) for k in client.scan_iter(match=VERSION_PREFIX + "*", count=1000)})
+        listed = {_s(v) for v in client.smembers(VERSIONS_KEY)}
+        try:  # versions registered before the index existed, where SCAN is allowed (admin, embedded)
+            listed |= {_s(k)[len(VERSION_PREFIX):] for k in client.scan_iter(match=VERSION_PREFIX + "*", count=1000)}
+        except redis.exceptions.NoPermissionError:
+            pass  # the ACL users may not SCAN (DESIGN §3): the index is the list
+        keys = sorted(VERSION_PREFIX + v for v in listed)
         if not keys:
             return []
         pipe = client.pipeline(transaction=False)
@@ -835,6 +842,7 @@ class StoreClient:
                     layouts = found.all() if found else []
                     pipe.multi()
                     pipe.unlink(vkey)
+                    pipe.srem(VERSIONS_KEY, version)
                     removed = pipe.execute()[0]
                     break
                 except redis.WatchError:
@@ -843,8 +851,11 @@ class StoreClient:
         if layouts:
             names = [pred_key(version, s, ids=ids, layout=g) for g, n in layouts for s in range(n)
                      for ids in (False, True)]
-        else:  # registered by someone else, or half deleted: find its hashes
-            names = [_s(k) for k in client.scan_iter(match=f"{PRED_PREFIX}{version}:*", count=1000)]
+        else:  # registered by someone else, or half deleted: find its hashes (where SCAN is allowed)
+            try:
+                names = [_s(k) for k in client.scan_iter(match=f"{PRED_PREFIX}{version}:*", count=1000)]
+            except redis.exceptions.NoPermissionError:
+                names = []
         names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
         for i in range(0, len(names), 1000):
             removed += client.unlink(*names[i:i + 1000])

@@ -75,13 +75,15 @@ def test_compose_file_validates_and_wires_the_stack():
 
 
 def test_passwords_come_from_the_environment():
-    config = compose_config(IRISDAG_REDIS_PIPELINE_PASSWORD="from-env", POSTGRES_PASSWORD="pg-from-env",
-                            IRISDAG_S3_BUCKET="elsewhere")
+    config = compose_config(IRISDAG_REDIS_SCORING_PASSWORD="from-env", IRISDAG_REDIS_ROUTING_PASSWORD="r-from-env",
+                            POSTGRES_PASSWORD="pg-from-env", IRISDAG_S3_BUCKET="elsewhere")
     env = config["services"]["code"]["environment"]
-    assert env["REDIS_URL"] == "redis://irisdag-pipeline:from-env@redis:6379/0"
+    assert env["REDIS_URL"] == "redis://irisdag-scoring:from-env@redis:6379/0"
+    assert env["IRISDAG_ROUTING_REDIS_URL"] == "redis://irisdag-routing:r-from-env@redis:6379/0"
     assert ":pg-from-env@postgres:5432/" in env["DAGSTER_POSTGRES_URL"]
     assert env["IRISDAG_S3_BUCKET"] == "elsewhere"
-    assert config["services"]["redis"]["environment"]["IRISDAG_REDIS_PIPELINE_PASSWORD"] == "from-env"
+    assert config["services"]["redis"]["environment"]["IRISDAG_REDIS_SCORING_PASSWORD"] == "from-env"
+    assert config["services"]["redis"]["environment"]["IRISDAG_REDIS_ROUTING_PASSWORD"] == "r-from-env"
 
 
 def test_deploy_files_agree_with_the_code():
@@ -104,8 +106,10 @@ def test_deploy_files_agree_with_the_code():
     assert "user default off" in acl
     assert f"user {ACL_USERS['consumer']} on #@CONSUMER_PASSWORD_SHA256@ resetkeys resetchannels -@all " \
            "+fcall_ro +hget +xadd +ping %R~irisdag:* %W~irisdag:misses" in acl
-    pipeline = next(line for line in acl.splitlines() if line.startswith(f"user {ACL_USERS['pipeline']}"))
-    assert "~irisdag:*" in pipeline and "-@scripting" in pipeline and "+function|load" not in pipeline
+    for role in ("scoring", "routing"):  # each refusal is tested on a real server in test_acl_users.py
+        line = next(line for line in acl.splitlines() if line.startswith(f"user {ACL_USERS[role]}"))
+        assert "%R~irisdag:*" in line and "-@all" in line and "+function|load" not in line
+        assert not {"+scan", "+config|get", "+xtrim", "+del", "+rename", "+expire", "+move"} & set(line.split())
     # MinIO bootstrap loads the course's layout.
     bootstrap = (DEPLOY / "minio" / "bootstrap.sh").read_text()
     for name, key in COURSE_LAYOUT.items():

@@ -63,7 +63,7 @@ def test_daemon_sensor_promotes_on_the_production_stack(loopback_stack):
     assert ticks_with_run and ticks_with_run[0]["status"] == "SUCCESS"
 
     # Redis: routing changed, the audit stream says who and why.
-    pipeline = ServingStore(redis_url=stack.redis.url("pipeline"))
+    pipeline = ServingStore(redis_url=stack.redis.url("scoring"))
     routing = pipeline.routing()
     assert routing.champion == decision["challenger"] and routing.previous == decision["champion"]
     promotions = [e for e in pipeline.audit(100) if e["action"] == "promote"]

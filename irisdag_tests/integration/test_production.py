@@ -137,7 +137,8 @@ def test_course_layout_is_readable_through_s3_uris(moto, bucket, tmp_path, monke
 # ---- the graph on S3 + ACL Redis, and a swapped model object ---------------------------------------
 
 def test_course_graph_on_s3_then_a_swapped_model_object_is_refused(moto, bucket, clean_redis, tmp_path, monkeypatch):
-    env = _env(moto, clean_redis.url("pipeline"), bucket, IRISDAG_ARTIFACTS_DIR=str(tmp_path / "work"))
+    env = _env(moto, clean_redis.url("scoring"), bucket, IRISDAG_ARTIFACTS_DIR=str(tmp_path / "work"),
+               IRISDAG_ROUTING_REDIS_URL=clean_redis.url("routing"))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     resources = production_resources(env)
@@ -152,7 +153,7 @@ def test_course_graph_on_s3_then_a_swapped_model_object_is_refused(moto, bucket,
         materialize_window(None, window_key(0), instance, resources, summary, config)
         assert not summary.failures, summary.failures
 
-        pipeline = ServingStore(redis_url=clean_redis.url("pipeline"))
+        pipeline = ServingStore(redis_url=clean_redis.url("scoring"))
         champion = pipeline.routing().champion
         course_digest = hashlib.sha256((COURSE / "model.json").read_bytes()).hexdigest()
         assert champion == course_digest
@@ -211,7 +212,7 @@ def _serve_something(store: ServingStore, n: int = 20) -> tuple[str, list[str]]:
 
 
 def test_consumer_looks_up_and_queues_misses_but_every_write_is_refused(clean_redis):
-    pipeline = ServingStore(redis_url=clean_redis.url("pipeline"))
+    pipeline = ServingStore(redis_url=clean_redis.url("scoring"), routing_url=clean_redis.url("routing"))
     version, keys = _serve_something(pipeline)
     consumer = ServingStore(redis_url=clean_redis.url("consumer"))
     consumer.ping()
@@ -246,8 +247,8 @@ def test_consumer_looks_up_and_queues_misses_but_every_write_is_refused(clean_re
     assert [e["action"] for e in pipeline.audit(10)] == ["bootstrap"]
 
 
-def test_pipeline_user_writes_irisdag_keys_only_and_cannot_load_functions(clean_redis):
-    pipeline = ServingStore(redis_url=clean_redis.url("pipeline"))
+def test_scoring_user_writes_irisdag_keys_only_and_cannot_load_functions(clean_redis):
+    pipeline = ServingStore(redis_url=clean_redis.url("scoring"), routing_url=clean_redis.url("routing"))
     _serve_something(pipeline)
     raw = pipeline.client()
     for attempt in (lambda: raw.set("not-irisdag", "x"),
@@ -279,7 +280,8 @@ def test_pipeline_user_writes_irisdag_keys_only_and_cannot_load_functions(clean_
 def test_acl_file_from_the_template_matches_start_sh(clean_redis):
     rendered = render_acl(clean_redis.passwords)
     assert rendered == clean_redis.acl_file.read_text()
-    assert "#" + hashlib.sha256(clean_redis.passwords["pipeline"].encode()).hexdigest() in rendered
+    assert "#" + hashlib.sha256(clean_redis.passwords["scoring"].encode()).hexdigest() in rendered
+    assert "#" + hashlib.sha256(clean_redis.passwords["routing"].encode()).hexdigest() in rendered
     for password in clean_redis.passwords.values():
         assert password not in rendered  # only hashes on disk
     assert "+fcall_ro +hget +xadd +ping %R~irisdag:* %W~irisdag:misses" in ACL_TEMPLATE.read_text()
@@ -288,7 +290,7 @@ def test_acl_file_from_the_template_matches_start_sh(clean_redis):
 # ---- the deployment switch ---------------------------------------------------------------------------
 
 def test_production_resources_come_from_the_environment(moto, monkeypatch):
-    env = _env(moto, "rediss://irisdag-pipeline:secret@redis.example:6380/0", "b")
+    env = _env(moto, "rediss://irisdag-scoring:secret@redis.example:6380/0", "b")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     resources = production_resources(env)
@@ -316,11 +318,11 @@ def test_production_resources_come_from_the_environment(moto, monkeypatch):
 
 
 def test_env_serving_store_resolves_its_url_outside_dagster(clean_redis, monkeypatch):
-    monkeypatch.setenv("REDIS_URL", clean_redis.url("pipeline"))
+    monkeypatch.setenv("REDIS_URL", clean_redis.url("scoring"))
     store = EnvServingStore(redis_url=EnvVar("REDIS_URL"))
     store.ping()
     assert store.routing().epoch == 0
-    assert clean_redis.passwords["pipeline"] not in store.label
+    assert clean_redis.passwords["scoring"] not in store.label
     monkeypatch.delenv("REDIS_URL")
     with pytest.raises(Exception, match="REDIS_URL is not set"):
         store.ping()
@@ -334,4 +336,4 @@ def test_redis_init_command_loads_the_library(clean_redis, capsys):
         admin.close()
     assert production.main(["redis-init", "--admin-url", clean_redis.url("admin")]) == 0
     assert '"matches_code": true' in capsys.readouterr().out
-    assert production.main(["redis-init", "--admin-url", clean_redis.url("pipeline")]) == 1  # no FUNCTION LOAD
+    assert production.main(["redis-init", "--admin-url", clean_redis.url("scoring")]) == 1  # no FUNCTION LOAD

@@ -95,7 +95,9 @@ class AclRedis:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.marker = marker
-        self.passwords = {role: f"{role}-{secrets.token_hex(8)}" for role in ("admin", "pipeline", "consumer")}
+        from irisdag.defs.production import ACL_USERS
+
+        self.passwords = {role: f"{role}-{secrets.token_hex(8)}" for role in ACL_USERS}
         self.port = 0
         self.proc: Proc | None = None
         self._load = load_functions

@@ -153,7 +153,8 @@ class LoopbackStack:
         # As in docker-compose.yml: the webserver and the daemon never load the code, so they get
         # Dagster's storage and the step-log bucket but no Redis credential.
         dagster_env = {k: v for k, v in env.items()
-                       if k not in ("REDIS_URL", "IRISDAG_DEPLOYMENT", "IRISDAG_S3_PREFIX", "IRISDAG_HOME")}
+                       if k not in ("REDIS_URL", "IRISDAG_ROUTING_REDIS_URL", "IRISDAG_DEPLOYMENT",
+                                    "IRISDAG_S3_PREFIX", "IRISDAG_HOME")}
         self.webserver = Proc("webserver", [venv_tool("dagster-webserver"), "--host", "127.0.0.1",
                                             "--port", str(self.web_port), "--workspace", str(workspace)],
                               logs / "webserver.log", env=dagster_env, cwd=self.base, marker=self.marker)
@@ -175,7 +176,8 @@ class LoopbackStack:
             "IRISDAG_HOME": str(self.base / "state"),
             "IRISDAG_S3_BUCKET": BUCKET,
             "IRISDAG_S3_PREFIX": PREFIX,
-            "REDIS_URL": self.redis.url("pipeline"),
+            "REDIS_URL": self.redis.url("scoring"),
+            "IRISDAG_ROUTING_REDIS_URL": self.redis.url("routing"),
             "DAGSTER_HOME": str(self.dagster_home),
             "DAGSTER_POSTGRES_URL": self.postgres.url,
             "PYTHONUNBUFFERED": "1",
@@ -312,7 +314,7 @@ class LoopbackStack:
         from irisdag.store.resource import ServingStore
 
         life = Lifecycle()
-        store = ServingStore(redis_url=self.redis.url("pipeline"))
+        store = ServingStore(redis_url=self.redis.url("scoring"))
         t0 = time.monotonic()
         life.sensor_status = self.start_sensor("promotion_sensor")
         run_config = {**DRIFTING, **IN_PROCESS}
