@@ -22,7 +22,9 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5"],
+        "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5", "dagster-celery==0.29.27"],
+        # Scoring on Dagster's Celery executor (same release as the pinned Dagster set).
+        "celery": ["dagster-celery==0.29.27"],
         # The Feast peer baseline of `python -m benchmarks` (optional; skipped when absent). Feast's
         # own pins may not fit this environment: it can live in a separate virtualenv instead,
         # named by IRISDAG_FEAST_PYTHON.

@@ -11,6 +11,13 @@ from irisdag.defs import checks, failures, jobs, misses, schedules, sensors
 from irisdag.defs.assets import comparison, data, models, predictions
 from irisdag.defs.resources import local_resources
 from irisdag.defs import store_checks
+from irisdag.defs.chunked import score_window_chunked_job
+
+try:  # the `celery` extra: scoring on Dagster's Celery executor
+    from irisdag.defs.celery import score_window_on_celery
+    DISTRIBUTED_JOBS = [score_window_chunked_job, score_window_on_celery]
+except ImportError:
+    DISTRIBUTED_JOBS = [score_window_chunked_job]
 
 ASSET_MODULES = [data, models, predictions, comparison]
 
@@ -40,7 +47,7 @@ def build_defs(resources: dict) -> Definitions:
         assets=all_assets,
         asset_checks=[*all_checks, *store_checks.STORE_CHECKS],
         jobs=[jobs.promote, jobs.rollback, jobs.abort, jobs.ramp, misses.score_misses, jobs.score_batch_job,
-              jobs.retrain_job, *store_checks.STORE_CHECK_JOBS],
+              jobs.retrain_job, *store_checks.STORE_CHECK_JOBS, *DISTRIBUTED_JOBS],
         sensors=[sensors.promotion_sensor, misses.miss_sensor, failures.run_failure_recorder,
                  failures.run_failure_backlog, *store_checks.STORE_CHECK_SENSORS],
         schedules=[schedules.score_batch_schedule, schedules.retrain_schedule, *store_checks.STORE_CHECK_SCHEDULES],
