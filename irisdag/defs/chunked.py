@@ -29,7 +29,8 @@ DEFAULT_CHUNK_KEYS = 250_000
 
 
 class ChunkedScoringConfig(Config):
-    partition: str = Field(description="The window (batch partition key) to score.")
+    partition: str = Field(default="", description="The window (batch partition key) to score; "
+                                                   "empty: the newest kept window.")
     versions: list[str] = Field(default=[], description="Versions to score; empty: every routed version.")
     chunk_keys: int = Field(default=DEFAULT_CHUNK_KEYS, description="Distinct keys a chunk (one step each).")
 
@@ -45,8 +46,14 @@ def plan_score_chunks(context: OpExecutionContext, config: ChunkedScoringConfig,
                       artifacts: ArtifactStore):
     if config.chunk_keys < 1:
         raise ValueError(f"chunk_keys must be at least 1, got {config.chunk_keys}")
-    artifacts.pull(f"batches/{config.partition}")
-    batch = serving.load_prepared(artifacts.batch_dir(config.partition))
+    partition = config.partition
+    if not partition:
+        kept = serving_store.kept_partitions()
+        if not kept:
+            raise ValueError("no kept window to score: materialize incoming_batch first, or name a partition")
+        partition = kept[-1]
+    artifacts.pull(f"batches/{partition}")
+    batch = serving.load_prepared(artifacts.batch_dir(partition))
     versions = list(config.versions) or serving_store.routing().versions()
     if not versions:
         raise RefusedVersion("no version to score: nothing is routed and no version was named")
@@ -58,9 +65,9 @@ def plan_score_chunks(context: OpExecutionContext, config: ChunkedScoringConfig,
         serving_store.reserve_keys(version, batch.n_keys)
         for index, start in enumerate(range(0, batch.n_keys, config.chunk_keys)):
             stop = min(batch.n_keys, start + config.chunk_keys)
-            yield DynamicOutput({"partition": config.partition, "version": version, "start": start, "stop": stop},
+            yield DynamicOutput({"partition": partition, "version": version, "start": start, "stop": stop},
                                 mapping_key=f"v{version[:12]}_c{index}")
-    context.log.info(f"{batch.n_keys} distinct keys of window {config.partition}, {len(versions)} version(s), "
+    context.log.info(f"{batch.n_keys} distinct keys of window {partition}, {len(versions)} version(s), "
                      f"chunks of {config.chunk_keys}")
 
 

@@ -94,12 +94,16 @@ def test_a_large_window_scored_on_two_celery_workers_stores_what_an_in_process_r
     worker_yaml = tmp_path / "celery.yaml"
     worker_yaml.write_text(yaml.safe_dump({"execution": {"config": celery_executor_config(store_url)}}))
     run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text(yaml.safe_dump(celery_run_config(PARTITION, store_url, chunk_keys=CHUNK_KEYS, versions=[version])))
+    run_yaml.write_text(yaml.safe_dump(
+        celery_run_config(PARTITION, store_url, chunk_keys=CHUNK_KEYS, versions=[version])))
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, DAGSTER_HOME=str(home), REDIS_URL=store_url, IRISDAG_ARTIFACTS_DIR=str(celery_dir),
                PYTHONPATH=str(REPO), PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     env.pop("IRISDAG_DEPLOYMENT", None)
     marker = f"celery-{uuid.uuid4().hex[:8]}"
+    # Create the instance's storage once, before several processes open it at the same moment.
+    subprocess.run([str(Path(bindir) / "dagster"), "instance", "migrate"], env=env, cwd=str(tmp_path),
+                   check=True, capture_output=True, timeout=300)
     workers = [Proc(f"celery-worker-{i}",
                     [str(Path(bindir) / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
                      "-y", str(worker_yaml), "-n", f"irisdag-test-{i}-{marker}", "--", "--concurrency=1"],
