@@ -11,9 +11,18 @@ Two layouts (DESIGN §6, ``IRISDAG_BATCH_SOURCE``):
 
 A header is a first non-blank line whose fields are not all numbers and which
 names at least one known column. Rows that fail validation (NaN, infinite,
-|x| >= 1e6, non-numeric text, wrong number of fields, empty or bad id) are
-quarantined, never dropped: ``len(good) + len(quarantine) == rows_read``.
-Blank lines are not rows (they keep their line number, though).
+out of bounds after rounding, anything but ASCII decimal or exponent notation,
+wrong number of fields, empty or bad id, NUL bytes or invalid UTF-8, an id
+seen with different features) are quarantined, never dropped:
+``len(good) + n_quarantined == rows_read``. The quarantine is kept as counts
+by reason plus a bounded sample (`Quarantine`), so bad rows cost no more
+memory than good ones. Blank lines are not rows (they keep their line number,
+though).
+
+The byte stream: gzip is detected by its magic bytes and read; other binary
+formats (zip, bzip2, xz, Parquet, UTF-16...) are refused by name; CRLF and
+CR-only line endings read as LF; a line longer than ``MAX_LINE_BYTES`` is an
+error naming the line (never carried forward without bound).
 
 The file is read in byte chunks of whole lines: field counts per line are
 found with numpy, the numbers parsed by pandas' C parser; Python looks at one
