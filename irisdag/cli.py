@@ -145,12 +145,12 @@ def _lookup_file(args) -> int:
     if batch.quarantine:
         lines += [(int(q["row"]), {"error": q["reason"]}) for q in batch.quarantine]
         lines.sort(key=lambda item: item[0])
+    lines = [(row, {"error": _row_error(row, r["error"])} if "error" in r else r) for row, r in lines]
     if args.json:
         for row, r in lines:
-            _emit({"row": row, "error": r["error"]} if "error" in r else {"row": row, **r}, True, "")
+            _emit({"row": row, **r}, True, "")
     else:
-        out = [f"row {row}\terror: {r['error']}" if "error" in r else f"row {row}\t{_answer_text(r)}"
-               for row, r in lines]
+        out = [r["error"] if "error" in r else f"row {row}\t{_answer_text(r)}" for row, r in lines]
         for i in range(0, len(out), 65_536):  # one write a block, not one print a line
             sys.stdout.write("\n".join(out[i:i + 65_536]) + "\n")
     _queue_misses(store, misses)
@@ -162,6 +162,12 @@ def _lookup_file(args) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_DONE
+
+
+def _row_error(row: int, message: str) -> str:
+    """The error line of a bad row: its row named once (the reason usually starts with it)."""
+    return message if message.startswith(f"row {row},") or message.startswith(f"row {row}:") \
+        else f"row {row}: {message}"
 
 
 def fallback_answers(store, model_path: str, misses: list[dict]) -> dict:
@@ -256,7 +262,9 @@ def cmd_rollback(args) -> int:
         text = f"rolled back: {before.champion[:12]} -> {after.champion[:12]} (epoch {after.epoch})"
     else:
         out["error"] = "rollback refused: " + run_error(result)
-        text = f"irisdag: {out['error']} (run {result.run_id[:8]})"
+        if not args.json:
+            print(f"irisdag: {out['error']} (run {result.run_id[:8]})", file=sys.stderr)
+            return EXIT_FAILED
     _emit(out, args.json, text)
     return EXIT_DONE if applied else EXIT_FAILED
 
@@ -327,7 +335,7 @@ def dagster_tool(name: str) -> str:
 
 
 def cmd_ui(args) -> int:
-    """`dagster dev` on this project's instance, in its own process group, so Ctrl-C or
+    """`dg dev` on this project's instance, in its own process group, so Ctrl-C or
     SIGTERM here stops the webserver, the daemon and the code server it started."""
     import signal
     import subprocess
@@ -335,20 +343,23 @@ def cmd_ui(args) -> int:
     from irisdag.instance import ensure_dagster_home
     from irisdag.paths import PROJECT_DIR
 
-    ensure_dagster_home()
-    cmd = [dagster_tool("dagster"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
+    home = ensure_dagster_home()
+    # Dagster 1.13's `dg dev` (dagster-dg-cli) with the project's workspace.yaml; run from
+    # DAGSTER_HOME, so the repository's own dagster.yaml (the template copied there) is
+    # not mistaken for a second, ignored instance config.
+    cmd = [dagster_tool("dg"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
            "-h", args.host, "-p", str(args.port)]
     env = dict(os.environ, DAGSTER_DISABLE_TELEMETRY="1")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    print(f"irisdag ui: serving http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}); "
-          f"Ctrl-C stops it", flush=True)
-    proc = subprocess.Popen(cmd, cwd=str(PROJECT_DIR), env=env, start_new_session=True)
+    print(f"irisdag ui: serving http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it",
+          flush=True)
+    proc = subprocess.Popen(cmd, cwd=str(home), env=env, start_new_session=True)
     stopping = []
 
     def stop(signum, _frame):
         stopping.append(signum)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)  # dagster dev shuts its children down on SIGTERM
+            os.killpg(proc.pid, signal.SIGTERM)  # dg dev shuts its children down on SIGTERM
         except ProcessLookupError:
             pass
 
@@ -361,24 +372,46 @@ def cmd_ui(args) -> int:
     if stopping:
         print("irisdag ui: stopped", flush=True)
         return EXIT_DONE
-    raise CommandError(f"dagster dev exited with code {code}")
+    raise CommandError(f"dg dev exited with code {code}")
 
 
-def _reap_group(pgid: int, timeout: float = 20.0) -> None:
-    """Wait for every process of the UI's group to exit; SIGKILL what is left after the timeout."""
+def _reap_group(pgid: int, grace: float = 10.0) -> None:
+    """Stop what is left of the UI's process group (code servers outlive `dg dev` by up
+    to their heartbeat timeout): SIGTERM, then SIGKILL after the grace period."""
     import signal
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pgid, 0)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(pgid):
+                return
+            time.sleep(0.1)
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The running (not zombie) processes of a process group."""
+    if not os.path.isdir("/proc"):
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):  # state, ppid, pgrp
+            alive.append(int(entry))
+    return alive
 
 
 def cmd_stop(args) -> int:
@@ -417,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--json", action="store_true")
     rb.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own log")
     rb.set_defaults(func=cmd_rollback)
-    ui = sub.add_parser("ui", help="open the Dagster UI (dagster dev) on this instance")
+    ui = sub.add_parser("ui", help="serve the Dagster UI (dg dev) on this instance, on 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--host", default="127.0.0.1")
     ui.set_defaults(func=cmd_ui)

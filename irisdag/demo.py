@@ -94,7 +94,8 @@ def _user_error(err) -> str:
     """The last line of the first error below Dagster's own wrappers (the user's, not the framework's)."""
     if err is None:
         return "failed"
-    while err.cause is not None and err.cls_name and err.cls_name.startswith("Dagster"):
+    # Dagster's wrappers, and a retry policy's "Exceeded max_retries" whose cause is the last attempt's error.
+    while err.cause is not None and err.cls_name and err.cls_name.startswith(("Dagster", "RetryRequested")):
         err = err.cause
     lines = (err.message or "").strip().splitlines()
     line = lines[-1] if lines else (err.cls_name or "failed")

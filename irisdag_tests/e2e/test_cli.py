@@ -57,6 +57,8 @@ def test_demo_on_the_embedded_default_then_lookup_status_rollback(home):
     assert champion == decision["challenger"] and previous == decision["champion"]
     assert status["decision"]["decision_id"] == decision["decision_id"]
     assert {v["version"] for v in status["versions"]} >= {champion, previous}
+    roles = {v["version"]: v["role"] for v in status["versions"]}
+    assert roles[champion] == "champion" and roles[previous] == "previous"
 
     # A served key (taken from what the pipeline stored) answers from the champion.
     artifacts = Path(home["IRISDAG_HOME"]) / "artifacts" / "batches"
@@ -72,6 +74,10 @@ def test_demo_on_the_embedded_default_then_lookup_status_rollback(home):
     assert rollback["ok"] is True and rollback["champion"] == previous and rollback["rolled_back"] == champion
     after = json.loads(run(home, "lookup", *[f"{v:.1f}" for v in quantized], "--json").stdout)
     assert after["version"] == previous
+    # Roles come from routing alone: the rolled-back version is no longer shown as champion.
+    roles = {v["version"]: v["role"] for v in json.loads(run(home, "status", "--json").stdout)["versions"]}
+    assert roles[previous] == "champion" and roles[champion] != "champion"
+    assert list(roles.values()).count("champion") == 1
     # Nothing left to roll back to: refused, audited, non-zero exit.
     again = run(home, "rollback", "--json", check=False)
     assert again.returncode == 1 and json.loads(again.stdout)["ok"] is False
