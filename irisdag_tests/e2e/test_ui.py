@@ -2,7 +2,7 @@
 running webserver of the loopback production stack (test_stack.py), after the
 lifecycle: the asset graph with its checks shown passed, and the comparison's
 decision table (the asset's metadata). The pages' DOM must name the assets;
-the screenshots go to docs/ (IRISDAG_SCREENSHOTS_DIR to put them elsewhere).
+the screenshots go to a temporary folder (`make screenshots` puts them in docs/).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 
 from irisdag_tests.support.stack import module_stack
 
-PROJECT = Path(__file__).resolve().parents[2]
 CHROMIUM = next((c for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
 ASSETS = ["raw_iris", "trusted_test_set", "champion_model", "challenger_model", "incoming_batch", "feedback",
           "champion_predictions", "challenger_predictions", "comparison"]
@@ -37,10 +36,14 @@ def loopback_stack(request):
 
 
 @pytest.fixture(scope="module")
-def out_dir() -> Path:
-    path = Path(os.environ.get("IRISDAG_SCREENSHOTS_DIR") or PROJECT / "docs")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def out_dir(tmp_path_factory) -> Path:
+    """A temporary folder: tests never rewrite tracked files. `make screenshots` sets
+    IRISDAG_SCREENSHOTS_DIR=docs to refresh the README's pictures."""
+    if os.environ.get("IRISDAG_SCREENSHOTS_DIR"):
+        path = Path(os.environ["IRISDAG_SCREENSHOTS_DIR"])
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("screenshots")
 
 
 def chromium(url: str, *args: str, profile: Path) -> str:
