@@ -464,6 +464,17 @@ def msprt_crossing(evidence: PairedEvidence, alpha: float, mixture: float = 1.0)
     return None, 0
 
 
+
+def no_rows_reason(evidence) -> str:
+    """Why n is 0: no feedback yet, or every row with feedback was left out because a
+    compared model trained on it (e.g. the same file scored again after retraining)."""
+    excluded = getattr(evidence, "n_excluded", 0)
+    if excluded:
+        return (f"Nothing to judge: all {excluded:,} rows with feedback were left out because a compared "
+                "model was trained on them (a model is never judged on its training rows), so n = 0. "
+                "New rows are needed to compare the models.")
+    return "No rows with feedback yet: nothing to judge."
+
 def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float = 1.0,
                   looks_p_history: Sequence[float] | None = None, *, strategy: str = "shadow",
                   created_at: str | None = None) -> DecisionRecord:
@@ -496,7 +507,7 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
     if k is None and p <= alpha:
         direction = (c > b) - (b > c)
     if n == 0 or b + c == 0:
-        reason = ("No rows with feedback yet: nothing to judge." if n == 0 else
+        reason = (no_rows_reason(evidence) if n == 0 else
                   f"No discordant rows among {n:,}: both models were right or wrong on the same rows, "
                   "so there is no evidence either way yet.")
         return _paired_record(evidence, strategy=strategy, decision="continue", reason=reason, test=test,
