@@ -3,7 +3,8 @@ function (epoch compare-and-set, validated/complete/coverage checks), which
 also writes the audit stream; each is a run in the UI, tagged with versions."""
 import redis
 from dagster import (
-    AssetMaterialization, Config, Failure, OpExecutionContext, define_asset_job, job, op,
+    AssetCheckEvaluation, AssetCheckSeverity, AssetKey, AssetMaterialization, Config, Failure, OpExecutionContext,
+    define_asset_job, job, op,
 )
 from pydantic import Field
 
@@ -90,7 +91,21 @@ def promote_challenger(context: OpExecutionContext, config: DecisionConfig, serv
     context.log_event(AssetMaterialization(
         asset_key="champion_model", description=f"promoted by decision {did}",
         metadata={"version": challenger, "previous": champion, "decision_id": did, "epoch": epoch}))
+    context.log_event(champion_verdict(serving_store, challenger))
     return _held(serving_store, operation=f"promote:{did}", outcome=reason)
+
+
+def champion_verdict(serving_store: ServingStore, version: str) -> AssetCheckEvaluation:
+    """The blocking validity check of the champion_model materialization this job records:
+    the served version's own verdict (the routing function serves only validated versions),
+    so the UI shows it evaluated, not "Not evaluated", after a promotion or rollback."""
+    info = serving_store.version_info(version) or {}
+    passed = info.get("validated") == "1"
+    why = info.get("validated_reason") or ("validated" if passed else "no passing verdict recorded")
+    return AssetCheckEvaluation(
+        asset_key=AssetKey("champion_model"), check_name="champion_model_validity", passed=passed,
+        severity=AssetCheckSeverity.ERROR, description=f"champion {version[:12]}…: {why} (its recorded verdict)",
+        metadata={"version": version, "validated_at": info.get("validated_at", "")})
 
 
 @op(retry_policy=REDIS_RETRY, description="Restore the previous champion (kept scored, so this is instant and complete).")
@@ -113,6 +128,7 @@ def rollback_champion(context: OpExecutionContext, serving_store: ServingStore) 
     context.log_event(AssetMaterialization(
         asset_key="champion_model", description=f"rolled back from {bad[:12]}…",
         metadata={"version": restored, "rolled_back": bad, "epoch": epoch}))
+    context.log_event(champion_verdict(serving_store, restored))
     return _held(serving_store, operation=operation, rolled_back=bad, outcome=reason)
 
 

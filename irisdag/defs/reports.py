@@ -79,3 +79,65 @@ def accuracy_svg(windows: dict, champion: str, arms, width: int = 640, height: i
         out.append(f'<text x="{left + 10 + 170 * k}" y="{height - 12}" fill="{colour}">● {label}</text>')
     out.append("</svg>")
     return "\n".join(out)
+
+
+# Dagster's UI renders a markdown metadata value inline only below 1,000 characters
+# (longer ones hide behind "[Show Markdown]"): the plot must fit in that.
+INLINE_MARKDOWN_LIMIT = 1000
+
+
+def accuracy_plot_markdown(windows: dict, champion: str, arms, limit: int = INLINE_MARKDOWN_LIMIT) -> str:
+    """A small accuracy-per-window plot as a markdown image with an inline (data URI) SVG,
+    short enough for the UI to draw it on the comparison's page; the newest windows
+    are kept when not all fit."""
+    import base64
+
+    order = sorted(windows)
+    for keep in range(len(order), 0, -1):
+        svg = _compact_svg({w: windows[w] for w in order[-keep:]}, champion, arms)
+        text = (f"![accuracy per window ({keep} of {len(order)})]"
+                f"(data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})")
+        if len(text) < limit:
+            return text
+    return "(accuracy plot too large to show inline; see accuracy_by_window)"
+
+
+def _compact_svg(windows: dict, champion: str, arms, width: int = 320, height: int = 120) -> str:
+    series = arm_series(windows, champion, arms)
+    order = sorted(windows)
+    values = [r / n for pts in series.values() for _, r, n in pts]
+    lo = min(values, default=0.5)
+    lo = max(0.0, min(lo, 0.9) - 0.02)
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+
+    def x(i):
+        return 30 + (width - 40) * (i + 0.5) / max(1, len(order))
+
+    def y(v):
+        return 8 + (height - 30) * (1 - (v - lo) / (1 - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="9">'
+             f'<rect width="{width}" height="{height}" fill="#fff"/>'
+             f'<text x="0" y="{y(1) + 3:.0f}">100%</text><text x="0" y="{y(lo) + 3:.0f}">{100 * lo:.0f}%</text>']
+    for k, (version, pts) in enumerate(series.items()):
+        colour = colours[k % len(colours)]
+        xy = [f"{x(order.index(w)):.0f},{y(r / n):.0f}" for w, r, n in pts]
+        if len(xy) > 1:
+            parts.append(f'<polyline points="{" ".join(xy)}" fill="none" stroke="{colour}"/>')
+        if len(xy) <= 2:
+            parts += [f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="3" fill="{colour}"/>' for p in xy]
+        name = "champion" if version == champion else "challenger"
+        parts.append(f'<text x="{30 + 90 * k}" y="{height - 4}" fill="{colour}">{name} {version[:6]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def window_accuracies(windows: dict, champion: str, arms, window: str) -> dict:
+    """This window's accuracy per compared version, as numbers Dagster plots across partitions."""
+    out = {}
+    for version, pts in arm_series(windows, champion, arms).items():
+        for w, r, n in pts:
+            if w == window and n:
+                role = "champion" if version == champion else f"challenger_{version[:8]}" if len(arms) > 1 else "challenger"
+                out[f"{role}_accuracy"] = r / n
+    return out

@@ -15,7 +15,7 @@ from irisdag.defs.assets.predictions import challenger_predictions, champion_pre
 from irisdag.defs.partitions import batch_windows
 from irisdag.defs.settings import REDIS_RETRY
 from irisdag.defs.retries import retry_transient_only
-from irisdag.defs.reports import accuracy_table, accuracy_svg
+from irisdag.defs.reports import accuracy_plot_markdown, accuracy_svg, accuracy_table, window_accuracies
 from irisdag.defs.resources import ArtifactStore
 from irisdag.store.resource import ServingStore
 
@@ -107,7 +107,13 @@ def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving
         svg_path = artifacts.dir("reports") / f"accuracy-{routing.salt}.svg"
         svg_path.write_text(accuracy_svg(windows, experiment["champion"], plan.arms))
         artifacts.push(f"reports/{svg_path.name}")
-        metadata["accuracy_plot"] = MetadataValue.path(str(svg_path))
+        # A picture on the page (an inline SVG), and this window's accuracies as numbers,
+        # which the UI plots across partitions (the asset's Events > Plots).
+        plot = {"accuracy_plot": MetadataValue.md(accuracy_plot_markdown(windows, experiment["champion"], plan.arms))}
+        metadata = {**{k: v for k, v in metadata.items() if k in ("decision", "decision_id", "strategy", "reason")},
+                    **plot, **{k: v for k, v in metadata.items() if k not in plot}}
+        metadata.update({k: MetadataValue.float(v) for k, v in window_accuracies(
+            windows, experiment["champion"], plan.arms, context.partition_key).items()})
         held = [w.get("holdout", {}) for w in windows.values()]
         n_held = sum(h.get("n", 0) for h in held)
         metadata["holdout_rows"] = n_held
