@@ -67,6 +67,7 @@ DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
 MAX_LINE_BYTES = 1 << 20
 QUARANTINE_SAMPLE = 100  # quarantined rows kept as examples per batch (all are counted)
 READ_QUARANTINE_SAMPLE = 10_000  # for in-memory reads (the CLI's --file lists each bad row)
+LABEL_CHUNK_BYTES = 1 << 20  # labels are split into Python strings a chunk at a time: keep chunks small
 _NAN_OR_INF = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _BOM = b"\xef\xbb\xbf"
 _NA_TEXTS = ["", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "null", "NULL", "None", "none", "-nan", "-NaN"]
@@ -739,7 +740,7 @@ def batch_from_array(X, ids=None, *, source: str | None = None) -> Batch:
 
 # ---- labels ----------------------------------------------------------------------
 
-def read_label_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarray:
+def read_label_csv(path, *, chunk_bytes: int = LABEL_CHUNK_BYTES) -> np.ndarray:
     """Labels 0/1/2, one per line (the course's ``iris_y.csv``), as int8.
 
     Tolerates a header line naming the column (label, y, target, class,
@@ -764,19 +765,32 @@ def read_label_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarra
             text = chunk[starts[i]:ends[i]].decode("utf-8", errors="replace")
             raise BatchSourceError(f"{path}: line {line + i} has {int(commas[i]) + 1} columns ({shown(text)}); "
                                    "a label file has one column (0, 1 or 2)")
-        texts = pd.Series(chunk[:-1].decode("utf-8", errors="replace").split("\n"), dtype=object)
-        stripped = texts.str.strip()
+        # One-byte lines 0/1/2 (nearly every line) are read with numpy; the rest as text.
+        first_byte = arr[np.minimum(starts, len(arr) - 1)]
+        simple = (ends - starts == 1) & (first_byte >= 48) & (first_byte <= 50)
+        codes = np.full(len(ends), np.nan)
+        codes[simple] = first_byte[simple] - 48
+        nonblank_mask = simple.copy()
+        others = np.flatnonzero(~simple)
+        if len(others):
+            stripped = pd.Series([chunk[starts[i]:ends[i]].decode("utf-8", errors="replace") for i in others.tolist()],
+                                 dtype=object).str.strip()
+            codes[others] = stripped.str.lower().map(_LABEL_VALUES).to_numpy(dtype=np.float64)
+            nonblank_mask[others] = (stripped.str.len() > 0).to_numpy()
+        begin = 0
         if skip_header is None:
-            nonblank = np.flatnonzero(stripped.str.len().to_numpy() > 0)
+            nonblank = np.flatnonzero(nonblank_mask)
             if len(nonblank):
-                first = stripped.iloc[int(nonblank[0])]
+                k = int(nonblank[0])
+                first = chunk[starts[k]:ends[k]].decode("utf-8", errors="replace").strip()
                 skip_header = _norm_name(first) in _LABEL_NAMES and first.lower() not in _LABEL_VALUES
-                if skip_header:
-                    texts = texts.iloc[int(nonblank[0]) + 1:]
-                    stripped = stripped.iloc[int(nonblank[0]) + 1:]
-                    line += int(nonblank[0]) + 1
-        codes = stripped.str.lower().map(_LABEL_VALUES).to_numpy(dtype=np.float64)
-        nonblank = np.flatnonzero((stripped.str.len() > 0).to_numpy())
+                begin = k + 1 if skip_header else 0
+
+        def text_of(i):
+            return chunk[starts[begin + i]:ends[begin + i]].decode("utf-8", errors="replace")
+
+        codes, nonblank_mask, line = codes[begin:], nonblank_mask[begin:], line + begin
+        nonblank = np.flatnonzero(nonblank_mask)
         if not len(nonblank):  # blank lines only: trailing, unless a label follows
             if pending_blank == 0:
                 pending_first = (line, "")
@@ -792,7 +806,7 @@ def read_label_csv(path, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> np.ndarra
         if len(bad):
             bad_count += len(bad)
             if first_bad is None:
-                first_bad = (line + int(bad[0]), texts.iloc[int(bad[0])])
+                first_bad = (line + int(bad[0]), text_of(int(bad[0])))
         parts.append(body)
         if last + 1 < len(codes):
             pending_blank, pending_first = len(codes) - last - 1, (line + last + 1, "")

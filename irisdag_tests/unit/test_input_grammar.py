@@ -299,7 +299,7 @@ def reference_is_number(text: str) -> bool:
     return i == n
 
 
-_field_alphabet = st.sampled_from(list("0123456789+-.eE_ x,") + ["\t", "\u00a0", "٥", "５", "१", "n", "a", "i", "f",
+_field_alphabet = st.sampled_from(list("0123456789+-.eE_ x,") + ["\t", "\x0b", "\x0c", "\x1c", "\u00a0", "٥", "５", "१", "n", "a", "i", "f",
                                                                     "N", "I", "y", "t", "\u2212", "\x00", "\x85"])
 grammar_fields = st.one_of(
     st.text(_field_alphabet, max_size=10),
