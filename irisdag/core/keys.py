@@ -70,7 +70,8 @@ class InputError(ValueError):
 
 def in_bounds(x: float) -> bool:
     """A finite float whose value rounded to 0.1 (exactly, `quantize`) has |.| < 10^6."""
-    return abs(x) < _CLEARLY_OUT and abs(quantize(x)) < Q_BOUND
+    a = abs(x)
+    return a < BOUND - 1.0 or (a < _CLEARLY_OUT and abs(quantize(x)) < Q_BOUND)  # only near 1e6 can rounding decide
 
 
 def check_value(x, position: int, row: int | None = None, shown_text=None) -> float:

@@ -200,3 +200,20 @@ def test_misaligned_feedback_fails_a_warn_check(runs, tmp_path):
     assert "possibly misaligned" in ev.description and "shifted by a row" in ev.description
     assert ev.metadata["accuracy_on_feedback"].value < ev.metadata["validated_accuracy"].value - 0.25
     assert ev.metadata["accuracy_if_shifted_by_one_row"].value > 0.9
+
+
+# ---- issue 9 items 4 and 7: a source refused as a whole fails once, naming why -----------------------
+
+@pytest.mark.parametrize("data,named", [
+    (b"5.0,2.9,1.1,0.4\n" + b"9" * (2 << 20) + b"\n", "line 2 is longer than 1,048,576 bytes"),
+    (b"PK\x03\x04" + b"\x00" * 100, "is a zip archive"),
+])
+def test_a_refused_source_fails_the_batch_step_once_naming_why(runs, tmp_path, data, named):
+    source = tmp_path / "batch.csv"
+    source.write_bytes(data)
+    result, failures = runs.window(0, SERVE, {"incoming_batch": {"config": {"source": str(source)}}},
+                                   expect_ok=False)
+    assert any("incoming_batch" in f and named in f for f in failures), failures
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried == []  # deterministic: never retried
+    assert not any("_csv.Error" in f or "Traceback" in f for f in failures)
