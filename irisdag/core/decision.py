@@ -111,7 +111,7 @@ _FLOAT_FIELDS = (
     "mcnemar_p",
 )
 _PAIR_FIELDS = ("champion_ci", "challenger_ci", "difference_ci")
-_INT_FIELDS = ("n", "b", "c", "n_excluded")
+_INT_FIELDS = ("n", "b", "c", "n_excluded", "n_repeated")
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,10 @@ class DecisionRecord:
     - ``mcnemar_p`` — paired only: the exact McNemar p beside the sequential test
     - ``decision`` — ``promote``, ``ramp``, ``continue``, ``abort``; ``reason`` in words
     - ``partitions`` — the batches judged; ``n_excluded`` — rows left out because a
-      compared model was trained on them; ``created_at`` — ISO 8601 UTC
+      compared model was trained on their features (whatever the batch is keyed
+      by); ``n_repeated`` — rows not judged because their input (feature key,
+      or id) was judged already in this experiment: each input counts once;
+      ``not_judged`` — why rows were left out, in words; ``created_at`` — ISO 8601 UTC
     - ``interval_method`` — how ``difference_ci`` was computed
     - ``shares_bp`` — routing shares (version → basis points) the decision asks
       for, for ``ramp`` (canary, bandit); empty otherwise
@@ -168,6 +171,8 @@ class DecisionRecord:
     mcnemar_p: float | None = None
     partitions: tuple[str, ...] = ()
     n_excluded: int = 0
+    n_repeated: int = 0
+    not_judged: str = ""
     created_at: str = ""
     interval_method: str = ""
     shares_bp: Mapping[str, int] = field(default_factory=dict)
@@ -181,6 +186,8 @@ class DecisionRecord:
             raise ValueError(f"evidence must be one of {EVIDENCE_KINDS}, got {self.evidence!r}")
         if not self.reason:
             raise ValueError("a decision needs a reason in words")
+        if not self.not_judged:
+            object.__setattr__(self, "not_judged", _not_judged(self.n_excluded or 0, self.n_repeated or 0))
         # Normalise containers so records compare equal after a JSON round trip.
         object.__setattr__(self, "partitions", tuple(str(p) for p in self.partitions))
         object.__setattr__(self, "shares_bp", {str(k): int(v) for k, v in dict(self.shares_bp).items()})
@@ -200,7 +207,10 @@ class DecisionRecord:
     # ------------------------------------------------------------------ ids
     def counts(self) -> dict[str, Any]:
         """The counts that identify the evidence (what :func:`make_decision_id` hashes)."""
-        return {"evidence": self.evidence, "n": self.n, "b": self.b, "c": self.c, "n_excluded": self.n_excluded}
+        out = {"evidence": self.evidence, "n": self.n, "b": self.b, "c": self.c, "n_excluded": self.n_excluded}
+        if self.n_repeated:
+            out["n_repeated"] = self.n_repeated
+        return out
 
     def expected_id(self) -> str:
         """The id this record's evidence and decision hash to."""
@@ -302,6 +312,8 @@ class DecisionRecord:
             rows.append(("shares", ", ".join(f"{_code(v)}: {bp / 100:g}%" for v, bp in self.shares_bp.items())))
         rows.append(("batches judged", _partitions(self.partitions)))
         rows.append(("rows excluded (trained on)", f"{self.n_excluded:,}"))
+        rows.append(("rows repeated (input judged before)", f"{self.n_repeated:,}"))
+        rows.append(("not judged, why", self.not_judged))
         rows.append(("decision id", _code(self.decision_id)))
         if self.created_at:
             rows.append(("created at", self.created_at))
@@ -311,6 +323,18 @@ class DecisionRecord:
 
 
 # ---------------------------------------------------------------------- formatting
+def _not_judged(n_excluded: int, n_repeated: int) -> str:
+    """Why rows with feedback were left out of the evidence, in words."""
+    parts = []
+    if n_excluded:
+        parts.append(f"{n_excluded:,} row(s) excluded: a compared model was trained on their features")
+    if n_repeated:
+        parts.append(f"{n_repeated:,} row(s) repeated: their input was judged already in this experiment "
+                     "(each input counts once)")
+    return "; ".join(parts) + "." if parts else "Every row with feedback was judged."
+
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import hashlib
+
 import numpy as np
 
 from irisdag.core import strategies
@@ -101,18 +103,97 @@ def served_routes(keys, routing: Routing) -> np.ndarray:
     return out
 
 
+def digest_tokens(digests) -> np.ndarray:
+    """uint64 token per input from its raw SHA-256 digest (``S32``): the digest's first 8 bytes.
+
+    Tokens name inputs in the per-experiment record of what was judged (8
+    bytes an input, not 32 or 64); two inputs share one with probability about
+    n²/2⁶⁵, under 1e-6 at 5M inputs.
+    """
+    d = np.ascontiguousarray(np.asarray(digests, dtype="S32"))
+    if d.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return np.frombuffer(d.tobytes(), dtype=">u8").reshape(len(d), 4)[:, 0].astype(np.uint64)
+
+
+def hex_tokens(hex_keys) -> np.ndarray:
+    """uint64 token of 64-hex feature keys (as :func:`digest_tokens` of their digests)."""
+    keys = [str(k) for k in np.asarray(hex_keys).tolist()]
+    return np.array([int(k[:16], 16) for k in keys if len(k) == 64], dtype=np.uint64)
+
+
+def id_tokens(id_keys) -> np.ndarray:
+    """uint64 token per ``id:<id>`` key: the first 8 bytes of SHA-256 of the key."""
+    return np.array([int.from_bytes(hashlib.sha256(str(k).encode("utf-8")).digest()[:8], "big")
+                     for k in np.asarray(id_keys).tolist()], dtype=np.uint64)
+
+
+def first_of_each(tokens) -> np.ndarray:
+    """bool per position: the first occurrence of its token (later ones repeat an input already there)."""
+    tokens = np.asarray(tokens)
+    first = np.zeros(len(tokens), dtype=bool)
+    if len(tokens):
+        first[np.unique(tokens, return_index=True)[1]] = True
+    return first
+
+
+@dataclass(frozen=True)
+class Judging:
+    """Which rows of a window are judged, and why the others are not (one bool per row each).
+
+    Exactly one of ``judged``, ``excluded`` (a compared model was trained on
+    the row's features, whatever the batch is keyed by) and ``repeated`` (its
+    input — feature key, or id — was judged already in this experiment, in an
+    earlier window or earlier in this one) is set for every row.
+    """
+
+    judged: np.ndarray
+    excluded: np.ndarray
+    repeated: np.ndarray
+
+
+def judge_rows(inverse, trained_key, owned_key) -> Judging:
+    """The count-once rule for one window.
+
+    ``inverse`` maps each row to its distinct key; ``trained_key`` (per key)
+    marks keys whose features a compared model trained on; ``owned_key`` (per
+    key) marks keys this window is the first in the experiment to judge (see
+    the store's ``claim_inputs``). A key's first row in the window is judged
+    when the key is owned and not trained on; every other row of an
+    untrained key is a repeat.
+    """
+    inverse = np.asarray(inverse)
+    trained_key, owned_key = np.asarray(trained_key, dtype=bool), np.asarray(owned_key, dtype=bool)
+    if trained_key.shape != owned_key.shape:
+        raise ValueError(f"trained ({trained_key.shape}) and owned ({owned_key.shape}) flags differ in shape")
+    if len(inverse) and (inverse.min() < 0 or inverse.max() >= len(trained_key)):
+        raise ValueError("a row maps to no distinct key")
+    excluded = trained_key[inverse]
+    first_row = first_of_each(inverse)
+    judged = first_row & owned_key[inverse] & ~excluded
+    return Judging(judged=judged, excluded=excluded, repeated=~excluded & ~judged)
+
+
 @dataclass
 class WindowEvidence:
     """One window's counts, per arm (paired against the champion) and per served arm (unpaired)."""
 
-    paired: dict = field(default_factory=dict)     # arm -> {n, b, c, champion_right, challenger_right, excluded}
-    served: dict = field(default_factory=dict)     # version -> {n, right}
+    paired: dict = field(default_factory=dict)     # arm -> {n, b, c, champion_right, challenger_right, excluded, repeated}
+    served: dict = field(default_factory=dict)     # version -> {n, right}: judged rows = distinct keys
     holdout: dict = field(default_factory=dict)    # {n, champion_right}
 
 
-def count_window(truth, champion_pred, arm_preds: dict, served_by, judged) -> WindowEvidence:
-    """Counts of one window. ``judged`` marks rows no compared model trained on."""
+def count_window(truth, champion_pred, arm_preds: dict, served_by, judged, *, excluded=None,
+                 repeated=None) -> WindowEvidence:
+    """Counts of one window over the ``judged`` rows (one per distinct input, none trained on).
+
+    ``excluded`` and ``repeated`` (bool per row) are only counted, for the
+    record; by default every row not judged counts as excluded.
+    """
     truth = np.asarray(truth)
+    judged = np.asarray(judged, dtype=bool)
+    excluded = ~judged if excluded is None else np.asarray(excluded, dtype=bool)
+    repeated = np.zeros_like(judged) if repeated is None else np.asarray(repeated, dtype=bool)
     champ_right = np.asarray(champion_pred) == truth
     held = served_by == ""
     use = judged & ~held
@@ -123,13 +204,14 @@ def count_window(truth, champion_pred, arm_preds: dict, served_by, judged) -> Wi
             "n": int(use.sum()), "b": int((champ_right & ~chall_right & use).sum()),
             "c": int((~champ_right & chall_right & use).sum()),
             "champion_right": int((champ_right & use).sum()), "challenger_right": int((chall_right & use).sum()),
-            "excluded": int((~judged).sum()),
+            "excluded": int(excluded.sum()), "repeated": int(repeated.sum()),
         }
     for version in {v for v in served_by[use]}:
         rows = use & (served_by == version)
         right = champ_right if version not in arm_preds else (np.asarray(arm_preds[version]) == truth)
         ev.served[version] = {"n": int(rows.sum()), "right": int((right & rows).sum())}
     ev.holdout = {"n": int((judged & held).sum()), "champion_right": int((champ_right & judged & held).sum())}
+    ev.holdout.update({"excluded": int(excluded.sum()), "repeated": int(repeated.sum())})
     return ev
 
 
@@ -139,7 +221,8 @@ def paired_evidence(champion: str, arm: str, windows: dict) -> strategies.Paired
         w = windows[p]["paired"].get(arm)
         if w is not None:
             ev = ev.add_batch(b=w["b"], c=w["c"], n=w["n"], champion_right=w["champion_right"],
-                              challenger_right=w["challenger_right"], partition=p, n_excluded=w["excluded"])
+                              challenger_right=w["challenger_right"], partition=p, n_excluded=w["excluded"],
+                              n_repeated=w.get("repeated", 0))
     return ev
 
 
@@ -148,8 +231,10 @@ def unpaired_evidence(champion: str, arm: str, windows: dict) -> strategies.Unpa
     for p in sorted(windows):
         s = windows[p]["served"]
         a, b = s.get(champion, {"n": 0, "right": 0}), s.get(arm, {"n": 0, "right": 0})
+        held = windows[p].get("holdout", {})
         if a["n"] or b["n"]:
-            ev = ev.add_batch(a["right"], a["n"], b["right"], b["n"], partition=p)
+            ev = ev.add_batch(a["right"], a["n"], b["right"], b["n"], partition=p,
+                              n_excluded=held.get("excluded", 0), n_repeated=held.get("repeated", 0))
     return ev
 
 
@@ -163,7 +248,8 @@ def decide(plan: ExperimentPlan, state: dict, champion: str, windows: dict,
         return strategies.decide_shadow(paired_evidence(champion, arm, windows), alpha=plan.alpha,
                                         mixture=plan.mixture), state
     if plan.strategy == "bandit":
-        evidence = {a: paired_evidence(champion, a, windows) for a in plan.arms}
+        collect = paired_evidence if plan.feedback == "label" else unpaired_evidence
+        evidence = {a: collect(champion, a, windows) for a in plan.arms}
         record, new = strategies.decide_bandit(evidence, strategies.BanditState.from_dict(state))
         return record, new.to_dict()
     evidence = (paired_evidence(champion, arm, windows) if plan.feedback == "label"

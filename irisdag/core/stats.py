@@ -17,6 +17,7 @@ Conventions used throughout:
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence
 
@@ -43,6 +44,13 @@ __all__ = [
     "sample_size_unpaired",
     "sample_size_paired",
     "srm_pvalue",
+    "bernoulli_cs",
+    "bernoulli_mixture_log_lambda",
+    "power_mcnemar",
+    "power_two_proportion",
+    "planned_n_paired",
+    "planned_n_unpaired",
+    "lambda_of_log",
     "prob_best",
     "thompson_shares",
     "shares_to_bp",
@@ -73,6 +81,22 @@ def _level(name: str, value: float) -> float:
 def _z(confidence: float) -> float:
     """Two-sided standard-normal quantile for a confidence level."""
     return float(norm.ppf(0.5 + _level("confidence", confidence) / 2.0))
+
+
+def _finite(name: str, value) -> float:
+    """A finite float; NaN or an infinity in a decision's input is an error, never a verdict."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return value
+
+
+def lambda_of_log(log_lam: float) -> float:
+    """exp(log Λ), ∞ past a double's range; a NaN log-likelihood ratio is an error (never p = 0)."""
+    log_lam = float(log_lam)
+    if math.isnan(log_lam):
+        raise ValueError("the log-likelihood ratio is NaN: an input of the test is not a number")
+    return math.exp(log_lam) if log_lam < 709.0 else math.inf
 
 
 def _scalar_or_array(x):
@@ -119,6 +143,8 @@ def paired_msprt(b, c, mixture: float = 1.0):
         raise ValueError(f"mixture (the Beta(a, a) parameter) must be > 0, got {mixture!r}")
     b_arr = np.asarray(b, dtype=float)
     c_arr = np.asarray(c, dtype=float)
+    if np.any(np.isnan(b_arr)) or np.any(np.isnan(c_arr)):
+        raise ValueError("b and c must be counts, got NaN")
     if np.any(b_arr < 0) or np.any(c_arr < 0):
         raise ValueError("b and c must be non-negative")
     log_lam = betaln(a + c_arr, a + b_arr) - betaln(a, a) + (b_arr + c_arr) * math.log(2.0)
@@ -146,11 +172,12 @@ def always_valid_p(lambdas_history: Iterable[float]) -> float:
 # --------------------------------------------------------------------------- unpaired sequential
 def _mixture_lambda(theta_hat: float, sigma2: float, tau2: float) -> float:
     """Normal-mixture likelihood ratio of a normal estimate (JPW 2015, eq. for N(0, τ²))."""
+    theta_hat, sigma2, tau2 = _finite("theta_hat", theta_hat), _finite("sigma2", sigma2), _finite("tau2", tau2)
     if sigma2 <= 0.0:
         return 1.0
     total = sigma2 + tau2
     log_lam = 0.5 * math.log(sigma2 / total) + tau2 * theta_hat**2 / (2.0 * sigma2 * total)
-    return math.exp(log_lam) if log_lam < 709.0 else math.inf
+    return lambda_of_log(log_lam)
 
 
 def unpaired_msprt(p1_hat: float, n1: int, p2_hat: float, n2: int, tau2: float) -> float:
@@ -168,6 +195,7 @@ def unpaired_msprt(p1_hat: float, n1: int, p2_hat: float, n2: int, tau2: float) 
     evidence and Λ = 1.
     """
     n1, n2 = _count("n1", n1), _count("n2", n2)
+    tau2 = _finite("tau2", tau2)
     if tau2 <= 0:
         raise ValueError(f"tau2 (the mixture variance) must be > 0, got {tau2!r}")
     if n1 == 0 or n2 == 0:
@@ -197,7 +225,7 @@ def stratified_unpaired_msprt(strata: Iterable[Sequence[int]], tau2: float) -> f
     no-better arm look better (Simpson's paradox); with one batch this equals
     :func:`unpaired_msprt`. Batches with an empty arm carry no weight.
     """
-    if tau2 <= 0:
+    if _finite("tau2", tau2) <= 0:
         raise ValueError(f"tau2 (the mixture variance) must be > 0, got {tau2!r}")
     u = w_sum = v = 0.0
     for stratum in strata:
@@ -339,7 +367,8 @@ def confidence_sequence(s_n: float, n: int, s2: float, rho: float, alpha: float)
     clipped to [−1, 1]; n = 0 → (−1, 1).
     """
     n = _count("n", n)
-    if s2 < 0:
+    s_n = _finite("s_n", s_n)
+    if _finite("s2", s2) < 0:
         raise ValueError(f"s2 must be >= 0, got {s2!r}")
     r = normal_mixture_radius(n * s2, rho, alpha)
     if n == 0:
@@ -355,9 +384,9 @@ def normal_mixture_radius(v: float, rho: float, alpha: float) -> float:
     independent terms whose variance is ``v``.
     """
     _level("alpha", alpha)
-    if rho <= 0:
+    if _finite("rho", rho) <= 0:
         raise ValueError(f"rho must be > 0, got {rho!r}")
-    if v < 0:
+    if _finite("v", v) < 0:
         raise ValueError(f"v must be >= 0, got {v!r}")
     total = v + rho
     return math.sqrt(total * math.log(total / (rho * alpha * alpha)))
@@ -400,14 +429,81 @@ def noninferiority_lambda(s_n: float, n: int, s2: float, rho: float, margin: flo
     non-inferiority that matches the canary's ramp rule.
     """
     n = _count("n", n)
-    if rho <= 0:
+    s_n, s2, margin = _finite("s_n", s_n), _finite("s2", s2), _finite("margin", margin)
+    if _finite("rho", rho) <= 0:
         raise ValueError(f"rho must be > 0, got {rho!r}")
     x = s_n + n * margin
     if n == 0 or x <= 0:
         return 1.0
     v = n * max(s2, 0.0) + rho
     log_lam = 0.5 * math.log(rho / v) + x * x / (2.0 * v)
-    return math.exp(log_lam) if log_lam < 709.0 else math.inf
+    return lambda_of_log(log_lam)
+
+
+def bernoulli_mixture_log_lambda(k, n, p, prior=(1.0, 1.0)):
+    """log of Robbins' beta-binomial mixture martingale for a Bernoulli mean ``p``.
+
+    With ``k`` successes in ``n`` trials and a Beta(a, b) mixture over the
+    mean (``prior``)::
+
+        log M_n(p) = betaln(a + k, b + n − k) − betaln(a, b) − k·log p − (n − k)·log(1 − p)
+
+    Under a true mean ``p`` this is a nonnegative martingale with M_0 = 1
+    (Robbins 1970; Howard, Ramdas, McAuliffe & Sekhon 2021), whatever the
+    number of trials or when anyone looks, and also when the trials are
+    served to the arm adaptively (its share changed between batches).
+    Vectorised over numpy arrays.
+    """
+    a, b = float(prior[0]), float(prior[1])
+    if not (a > 0 and b > 0):
+        raise ValueError(f"prior must be two positive Beta parameters, got {prior!r}")
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if np.any(np.isnan(k)) or np.any(np.isnan(n)) or np.any(np.isnan(p)):
+        raise ValueError("NaN in the counts or the mean of a Bernoulli confidence sequence")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kp = np.where(k > 0, k * np.log(p), 0.0)
+        fq = np.where(n - k > 0, (n - k) * np.log1p(-p), 0.0)
+    return _scalar_or_array(betaln(a + k, b + n - k) - betaln(a, b) - kp - fq)
+
+
+def bernoulli_cs(k, n, alpha: float, prior=(1.0, 1.0)):
+    """Always-valid confidence sequence for a Bernoulli mean from ``k`` of ``n``.
+
+    The set {p : M_n(p) < 1/α} of :func:`bernoulli_mixture_log_lambda`; by
+    Ville's inequality it holds the true mean at every n at once with
+    probability ≥ 1 − α. Exact for 0/1 outcomes at any sample size (no
+    variance is estimated: an arm with 0, 1 or only right rows gets a wide
+    interval, never a point). log M_n is convex in p, so the set is an
+    interval around k/n; both ends by bisection (vectorised: ``k``, ``n``
+    may be arrays). n = 0 → (0, 1). Returns ``(lower, upper)``.
+    """
+    _level("alpha", alpha)
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if np.any(np.isnan(k)) or np.any(np.isnan(n)):
+        raise ValueError("NaN in the counts of a Bernoulli confidence sequence")
+    if np.any(k < 0) or np.any(k > n):
+        raise ValueError("successes must lie within 0..n")
+    k, n = np.broadcast_arrays(k, n)
+    threshold = math.log(1.0 / alpha)
+    centre = np.where(n > 0, k / np.maximum(n, 1.0), 0.5)
+    tiny = 1e-15
+    # Lower end in [0, centre]: outside (log M ≥ threshold) below it, inside above.
+    lo_a, lo_b = np.zeros_like(centre), centre.copy()
+    hi_a, hi_b = centre.copy(), np.ones_like(centre)
+    for _ in range(52):
+        mid = (lo_a + lo_b) / 2.0
+        out = bernoulli_mixture_log_lambda(k, n, np.clip(mid, tiny, 1 - tiny), prior) >= threshold
+        lo_a, lo_b = np.where(out, mid, lo_a), np.where(out, lo_b, mid)
+        mid = (hi_a + hi_b) / 2.0
+        out = bernoulli_mixture_log_lambda(k, n, np.clip(mid, tiny, 1 - tiny), prior) >= threshold
+        hi_a, hi_b = np.where(out, hi_a, mid), np.where(out, mid, hi_b)
+    lower = np.where(k > 0, lo_a, 0.0)   # the outer ends of the brackets: never too narrow
+    upper = np.where(k < n, hi_b, 1.0)
+    lower, upper = np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
+    return _scalar_or_array(lower), _scalar_or_array(upper)
 
 
 # --------------------------------------------------------------------------- fixed-n unpaired tests
@@ -490,20 +586,30 @@ def sample_size_paired(p_discordant: float, effect: float, alpha: float = 0.05, 
 
 # --------------------------------------------------------------------------- split sanity
 def srm_pvalue(observed_counts: Sequence[int], planned_shares: Sequence[float]) -> float:
-    """Sample-ratio mismatch: chi-square goodness of fit of the observed split.
+    """Sample-ratio mismatch: does the observed split fit the planned one?
 
-    ``observed_counts`` rows per arm, ``planned_shares`` the planned split in
-    any unit (fractions, basis points). Arms planned at zero must be empty
-    (any row there is a mismatch: p = 0.0) and are otherwise dropped. No rows
-    → 1.0. A tiny p (conventionally < 0.001) means the routing is broken and
-    the experiment's result cannot be trusted.
+    ``observed_counts`` per arm, in the unit routing randomizes: **distinct
+    keys** (routing hashes keys, so a key repeated on many rows is one draw,
+    not many); ``planned_shares`` the planned split in any unit (fractions,
+    basis points). Arms planned at zero must be empty (any key there is a
+    mismatch: p = 0.0) and are otherwise dropped. No keys → 1.0.
+
+    Chi-square goodness of fit when every expected count is at least 5;
+    otherwise exact: two arms → the exact binomial test; more → the smallest
+    exact binomial p of one arm against the rest, times the number of arms
+    (Bonferroni, conservative). A tiny p (conventionally < 0.001) means the
+    routing is broken and the experiment's result cannot be trusted.
     """
     obs = np.asarray(observed_counts, dtype=float)
     shares = np.asarray(planned_shares, dtype=float)
     if obs.shape != shares.shape or obs.ndim != 1:
         raise ValueError("observed_counts and planned_shares must be 1-D and of equal length")
+    if np.any(np.isnan(obs)) or np.any(np.isnan(shares)):
+        raise ValueError("NaN in the observed counts or the planned shares")
     if np.any(obs < 0) or np.any(shares < 0):
         raise ValueError("counts and shares must be non-negative")
+    if np.any(obs != np.floor(obs)):
+        raise ValueError("observed counts must be integers")
     if shares.sum() <= 0:
         raise ValueError("planned shares sum to zero")
     if np.any(obs[shares == 0] > 0):
@@ -513,8 +619,130 @@ def srm_pvalue(observed_counts: Sequence[int], planned_shares: Sequence[float]) 
     total = obs.sum()
     if total == 0 or obs.size < 2:
         return 1.0
-    expected = total * shares / shares.sum()
-    return float(chisquare(obs, f_exp=expected).pvalue)
+    fractions = shares / shares.sum()
+    expected = total * fractions
+    if expected.min() >= 5:
+        return float(chisquare(obs, f_exp=expected).pvalue)
+    exact = [float(binomtest(int(o), int(total), float(f)).pvalue) for o, f in zip(obs, fractions)]
+    if obs.size == 2:
+        return exact[0]
+    return float(min(1.0, obs.size * min(exact)))
+
+
+# --------------------------------------------------------------------------- exact power
+def power_mcnemar(n: int, p_discordant: float, effect: float, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided exact McNemar test at ``n`` pairs to *promote*.
+
+    The discordant count k ~ Binomial(n, ψ); given k, c ~ Binomial(k, θ) with
+    θ = (ψ + δ)/(2ψ). A promotion is a rejection with c > b: c ≥ k − c*(k),
+    c*(k) the largest count whose two-sided exact p-value 2·P(X ≤ c*) under
+    Binomial(k, 1/2) is at most α. Summed exactly over k.
+    """
+    from scipy.stats import binom
+
+    n = _count("n", n)
+    _level("alpha", alpha)
+    psi, delta = _finite("p_discordant", p_discordant), _finite("effect", effect)
+    if not abs(delta) <= psi <= 1.0 or psi == 0.0:
+        raise ValueError(f"p_discordant ({psi}) must lie in [|effect|, 1] = [{abs(delta)}, 1] and be > 0")
+    if n == 0:
+        return 0.0
+    k = np.arange(n + 1)
+    # c*(k): largest c with 2·cdf(c; k, 1/2) ≤ α (−1 when none), found on the quantile then corrected.
+    cstar = binom.ppf(alpha / 2.0, k, 0.5).astype(int)
+    cstar = np.where(2.0 * binom.cdf(cstar, k, 0.5) <= alpha, cstar, cstar - 1)
+    theta = (psi + delta) / (2.0 * psi)
+    # P(c ≥ k − c*) = sf(k − c* − 1); no rejection region (c* < 0) contributes nothing.
+    promote = np.where(cstar >= 0, binom.sf(k - cstar - 1, k, theta), 0.0)
+    promote = np.where(k - cstar > cstar, promote, 0.0)  # the upper region must lie above the lower
+    return float(np.sum(binom.pmf(k, n, psi) * promote))
+
+
+def power_two_proportion(n: int, p1: float, p2: float, alpha: float = 0.05) -> float:
+    """Exact power, at ``n`` rows per arm, of the pooled two-proportion z test to promote arm 2.
+
+    Sums Binomial(n, p1) × Binomial(n, p2) over every (k1, k2) where the
+    two-sided z test rejects (|z| ≥ z₁₋α/₂) with k2 > k1, on ±10 standard
+    deviations of each arm (the rest is below 1e-20).
+    """
+    from scipy.stats import binom
+
+    n = _count("n", n)
+    _level("alpha", alpha)
+    p1, p2 = _finite("p1", p1), _finite("p2", p2)
+    if n == 0:
+        return 0.0
+
+    def support(p):
+        sd = math.sqrt(n * p * (1 - p))
+        lo, hi = max(0, int(n * p - 10 * sd) - 1), min(n, int(n * p + 10 * sd) + 1)
+        x = np.arange(lo, hi + 1)
+        return x, binom.pmf(x, n, p)
+
+    k1, w1 = support(p1)
+    k2, w2 = support(p2)
+    K1, K2 = np.meshgrid(k1, k2, indexing="ij")
+    pooled = (K1 + K2) / (2.0 * n)
+    var = pooled * (1 - pooled) * (2.0 / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, (K2 - K1) / n / np.sqrt(var), 0.0)
+    reject = z >= norm.ppf(1.0 - alpha / 2.0)
+    return float(np.sum(np.outer(w1, w2) * reject))
+
+
+@functools.lru_cache(maxsize=256)
+def planned_n_paired(p_discordant: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Pairs for the exact McNemar test planned by its exact power (:func:`power_mcnemar`).
+
+    The smallest n whose exact power to promote is ≥ ``power`` there and at
+    the next 20 sizes (the A/B decides at the first batch boundary past the
+    plan). Connor's formula (:func:`sample_size_paired`) falls short: 76.5% at
+    its 783 pairs (ψ 4%, 90 → 92%).
+    """
+    _level("power", power)
+    start = sample_size_paired(p_discordant, effect, alpha, power)
+    cache: dict[int, float] = {}
+
+    def at(n):
+        if n not in cache:
+            cache[n] = power_mcnemar(n, p_discordant, abs(effect), alpha)
+        return cache[n]
+
+    return _smallest_n_with_power(at, start, power, hold=20)
+
+
+@functools.lru_cache(maxsize=256)
+def planned_n_unpaired(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows per arm for the two-proportion z test planned by its exact power (:func:`power_two_proportion`)."""
+    _level("power", power)
+    start = sample_size_unpaired(p1, p2, alpha, power)
+    lo_p, hi_p = min(p1, p2), max(p1, p2)
+    cache: dict[int, float] = {}
+
+    def at(n):
+        if n not in cache:
+            cache[n] = power_two_proportion(n, lo_p, hi_p, alpha)
+        return cache[n]
+
+    return _smallest_n_with_power(at, start, power, hold=20)
+
+
+def _smallest_n_with_power(power_at, start: int, power: float, hold: int = 0) -> int:
+    """Smallest n ≥ 1 whose exact power (``power_at(n)``) is at least ``power`` at n and the ``hold`` next sizes."""
+    hi = max(1, start)
+    while power_at(hi) < power:
+        hi *= 2
+    lo = 0  # power_at(0) = 0 < power
+    while hi - lo > 1:  # bisection on the (nearly monotone) power curve
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if power_at(mid) >= power else (mid, hi)
+    n = hi
+    # Exact power saw-tooths in n: step on until it holds over the next ``hold`` sizes too.
+    while True:
+        short = next((m for m in range(n, n + hold + 1) if power_at(m) < power), None)
+        if short is None:
+            return n
+        n = short + 1
 
 
 # --------------------------------------------------------------------------- bandit

@@ -76,7 +76,9 @@ class BatchCounts:
 
     ``n`` rows judged; ``b`` champion right & challenger wrong; ``c`` the
     reverse; ``champion_right``/``challenger_right`` each model's correct rows;
-    ``n_excluded`` rows left out because a compared model was trained on them.
+    ``n_excluded`` rows left out because a compared model was trained on them;
+    ``n_repeated`` rows not judged because their input was judged already in
+    this experiment (re-read or repeated: each input counts once).
     """
 
     partition: str
@@ -86,9 +88,10 @@ class BatchCounts:
     champion_right: int
     challenger_right: int
     n_excluded: int = 0
+    n_repeated: int = 0
 
     def __post_init__(self):
-        for name in ("n", "b", "c", "champion_right", "challenger_right", "n_excluded"):
+        for name in ("n", "b", "c", "champion_right", "challenger_right", "n_excluded", "n_repeated"):
             object.__setattr__(self, name, _count(name, getattr(self, name)))
         object.__setattr__(self, "partition", str(self.partition))
         both = self.champion_right - self.b
@@ -151,6 +154,10 @@ class PairedEvidence:
         return sum(x.n_excluded for x in self.batches)
 
     @property
+    def n_repeated(self) -> int:
+        return sum(x.n_repeated for x in self.batches)
+
+    @property
     def partitions(self) -> tuple[str, ...]:
         return tuple(x.partition for x in self.batches)
 
@@ -164,6 +171,7 @@ class PairedEvidence:
         challenger_right: int,
         partition: str | None = None,
         n_excluded: int = 0,
+        n_repeated: int = 0,
     ) -> "PairedEvidence":
         """A new evidence with one more batch (``partition`` defaults to its index).
 
@@ -171,7 +179,7 @@ class PairedEvidence:
         twice would inflate the evidence.
         """
         name = str(len(self.batches)) if partition is None else str(partition)
-        batch = BatchCounts(name, n, b, c, champion_right, challenger_right, n_excluded)
+        batch = BatchCounts(name, n, b, c, champion_right, challenger_right, n_excluded, n_repeated)
         return replace(self, batches=self.batches + (batch,))
 
     def add_rows(self, champion_pred, challenger_pred, truth, partition: str | None = None, exclude=None) -> "PairedEvidence":
@@ -244,9 +252,10 @@ class UnpairedBatch:
     k2: int
     n2: int
     n_excluded: int = 0
+    n_repeated: int = 0
 
     def __post_init__(self):
-        for name in ("k1", "n1", "k2", "n2", "n_excluded"):
+        for name in ("k1", "n1", "k2", "n2", "n_excluded", "n_repeated"):
             object.__setattr__(self, name, _count(name, getattr(self, name)))
         object.__setattr__(self, "partition", str(self.partition))
         if self.k1 > self.n1 or self.k2 > self.n2:
@@ -277,12 +286,13 @@ class UnpairedEvidence:
     n2 = property(lambda self: sum(x.n2 for x in self.batches))
     n = property(lambda self: self.n1 + self.n2)
     n_excluded = property(lambda self: sum(x.n_excluded for x in self.batches))
+    n_repeated = property(lambda self: sum(x.n_repeated for x in self.batches))
     partitions = property(lambda self: tuple(x.partition for x in self.batches))
 
     def add_batch(self, k1: int, n1: int, k2: int, n2: int, partition: str | None = None,
-                  n_excluded: int = 0) -> "UnpairedEvidence":
+                  n_excluded: int = 0, n_repeated: int = 0) -> "UnpairedEvidence":
         name = str(len(self.batches)) if partition is None else str(partition)
-        return replace(self, batches=self.batches + (UnpairedBatch(name, k1, n1, k2, n2, n_excluded),))
+        return replace(self, batches=self.batches + (UnpairedBatch(name, k1, n1, k2, n2, n_excluded, n_repeated),))
 
     def strata(self) -> list[tuple[int, int, int, int]]:
         return [(x.k1, x.n1, x.k2, x.n2) for x in self.batches]
@@ -347,6 +357,7 @@ def _paired_record(ev: PairedEvidence, *, strategy: str, decision: str, reason: 
         reason=reason,
         partitions=ev.partitions,
         n_excluded=ev.n_excluded,
+        n_repeated=ev.n_repeated,
         created_at=created_at or utc_now(),
         shares_bp=shares_bp or {},
     )
@@ -387,6 +398,7 @@ def _unpaired_record(ev: UnpairedEvidence, *, strategy: str, decision: str, reas
         reason=reason,
         partitions=ev.partitions,
         n_excluded=ev.n_excluded,
+        n_repeated=ev.n_repeated,
         created_at=created_at or utc_now(),
         shares_bp=shares_bp or {},
     )
@@ -426,22 +438,34 @@ def decide_single(validated: bool | None, *, champion: str = "", challenger: str
 
 
 # =========================================================================== shadow
+def _history(looks_p_history) -> list[tuple[float, int]]:
+    """Earlier looks as (p, direction): a bare p has no known direction (0); (p, ±1) pairs carry theirs."""
+    out = []
+    for item in looks_p_history or ():
+        p, direction = (item, 0) if isinstance(item, (int, float)) else (item[0], int(item[1]))
+        p = float(p)
+        if not 0.0 <= p <= 1.0:  # also refuses NaN
+            raise ValueError(f"an earlier always-valid p-value is not in [0, 1]: {p!r}")
+        if direction not in (-1, 0, 1):
+            raise ValueError(f"an earlier look's direction must be -1, 0 or +1, got {direction!r}")
+        out.append((p, direction))
+    return out
+
+
 def shadow_always_valid_p(evidence: PairedEvidence, mixture: float = 1.0,
-                          looks_p_history: Sequence[float] | None = None) -> tuple[float, float, float]:
+                          looks_p_history: Sequence | None = None) -> tuple[float, float, float]:
     """Paired mSPRT over every batch of ``evidence`` (each batch one look).
 
     Returns ``(always_valid_p, log_lambda_now, lambda_now)``: the running
     minimum of min(1, 1/Λ) over the batch looks and any earlier looks'
-    p-values in ``looks_p_history``, and the likelihood ratio at the last look.
+    p-values in ``looks_p_history`` (floats, or (p, direction) pairs), and
+    the likelihood ratio at the last look.
     """
     lams = []
     for b, c, _ in evidence.looks():
         lams.append(stats.paired_msprt(b, c, mixture)[1])
     p = stats.always_valid_p(lams)
-    for earlier in looks_p_history or ():
-        earlier = float(earlier)
-        if not 0.0 <= earlier <= 1.0:
-            raise ValueError(f"an earlier always-valid p-value is not in [0, 1]: {earlier!r}")
+    for earlier, _ in _history(looks_p_history):
         p = min(p, earlier)
     log_lam, lam = stats.paired_msprt(evidence.b, evidence.c, mixture)
     return p, log_lam, lam
@@ -476,7 +500,7 @@ def no_rows_reason(evidence) -> str:
     return "No rows with feedback yet: nothing to judge."
 
 def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float = 1.0,
-                  looks_p_history: Sequence[float] | None = None, *, strategy: str = "shadow",
+                  looks_p_history: Sequence | None = None, *, strategy: str = "shadow",
                   created_at: str | None = None) -> DecisionRecord:
     """``shadow``: the paired mSPRT after every batch.
 
@@ -486,9 +510,12 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
     record judges the evidence up to batch k (so the same crossing always
     gives the same record and id, however many batches arrived since).
     ``looks_p_history`` adds always-valid p-values of looks not in the
-    evidence (e.g. read from earlier records); a crossing known only from it
-    takes the direction of the current counts. No evidence yet (n = 0 or no
-    discordant row) → continue.
+    evidence (e.g. read from earlier records), as floats or (p, direction)
+    pairs. A crossing known only from the history decides in the direction
+    recorded *at that crossing* (the first such look); a bare p-value has no
+    direction, and today's counts never stand in for it: such a crossing
+    alone decides nothing (continue, saying so). No evidence yet (n = 0 or
+    no discordant row) → continue.
     """
     if not isinstance(evidence, PairedEvidence):
         raise TypeError("the shadow strategy judges paired evidence (the challenger serves nobody, "
@@ -504,8 +531,11 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
         evidence = evidence.prefix(k)
     b, c, n = evidence.b, evidence.c, evidence.n
     p, log_lam, lam = shadow_always_valid_p(evidence, mixture, looks_p_history)
+    unknown_direction = False
     if k is None and p <= alpha:
-        direction = (c > b) - (b > c)
+        first = next(((q, d) for q, d in _history(looks_p_history) if q <= alpha), (p, 0))
+        direction = first[1]
+        unknown_direction = direction == 0
     if n == 0 or b + c == 0:
         reason = (no_rows_reason(evidence) if n == 0 else
                   f"No discordant rows among {n:,}: both models were right or wrong on the same rows, "
@@ -526,6 +556,8 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
     else:
         decision = "continue"
         why = (f"the always-valid p-value {_fmt_p(p)} is above α = {alpha:g}" if p > alpha else
+               f"an earlier look reached p {_fmt_p(p)}, but which model led at that look is not recorded, and "
+               "today's counts cannot stand in for it" if unknown_direction else
                f"an earlier look reached p {_fmt_p(p)} but the two models are now even")
         reason = f"{split}; {why}, so keep collecting (looking again after the next batch is safe)."
     return _paired_record(evidence, strategy=strategy, decision=decision, reason=reason, test=test,
@@ -542,7 +574,8 @@ class ABState:
     arm* for unpaired evidence, fixed in advance by a power calculation
     (:meth:`plan_paired`, :meth:`plan_unpaired`). ``share_bp``: the
     challenger's planned share in basis points (the SRM check's expectation).
-    ``srm_alpha``: a split whose chi-square p is below it is a mismatch.
+    ``srm_alpha``: a split whose SRM p (:func:`stats.srm_pvalue`) is below it
+    is a mismatch.
     ``decided``: the final record (as a dict) once the test has been decided;
     later calls return it unchanged, so it acts once.
     """
@@ -564,15 +597,15 @@ class ABState:
     @classmethod
     def plan_paired(cls, p_champion: float, p_challenger: float, p_discordant: float, *,
                     alpha: float = 0.05, power: float = 0.8, share_bp: int = 5000) -> "ABState":
-        """Plan with Connor's formula (:func:`stats.sample_size_paired`)."""
-        n = stats.sample_size_paired(p_discordant, p_challenger - p_champion, alpha, power)
+        """Plan by the exact McNemar test's exact power (:func:`stats.planned_n_paired`), not Connor's approximation."""
+        n = stats.planned_n_paired(p_discordant, p_challenger - p_champion, alpha, power)
         return cls(planned_n=n, share_bp=share_bp, alpha=alpha)
 
     @classmethod
     def plan_unpaired(cls, p_champion: float, p_challenger: float, *, alpha: float = 0.05,
                       power: float = 0.8, share_bp: int = 5000) -> "ABState":
-        """Plan rows per arm (:func:`stats.sample_size_unpaired`); both arms must reach it."""
-        n = stats.sample_size_unpaired(p_champion, p_challenger, alpha, power)
+        """Plan rows per arm by the z test's exact power (:func:`stats.planned_n_unpaired`); both arms must reach it."""
+        n = stats.planned_n_unpaired(p_champion, p_challenger, alpha, power)
         return cls(planned_n=n, share_bp=share_bp, alpha=alpha)
 
     def to_dict(self) -> dict[str, Any]:
@@ -589,12 +622,14 @@ def decide_ab(evidence: PairedEvidence | UnpairedEvidence, state: ABState,
               created_at: str | None = None) -> tuple[DecisionRecord, ABState]:
     """``ab``: a fixed split, decided once at the planned n.
 
-    ``served`` = rows routed to (champion, challenger) so far, for the
-    sample-ratio-mismatch check; required for paired evidence (every version
-    scores every row, so the evidence itself cannot show the split), taken
-    from the arm sizes for unpaired evidence.
+    ``served`` = distinct keys routed to (champion, challenger) so far, for
+    the sample-ratio-mismatch check (routing hashes keys, so the key is the
+    randomized unit, not the row); required for paired evidence (every
+    version scores every row, so the evidence itself cannot show the split),
+    taken from the arm sizes for unpaired evidence (judged rows are distinct
+    inputs: each counts once).
 
-    1. SRM first, at every look: chi-square p < ``srm_alpha`` → abort (the
+    1. SRM first, at every look: p < ``srm_alpha`` → abort (the
        routing is broken, the result cannot be trusted).
     2. Before the planned n → continue (a fixed-n test may not be peeked at).
     3. At the first batch where the planned n is reached, judge the evidence
@@ -621,12 +656,13 @@ def decide_ab(evidence: PairedEvidence | UnpairedEvidence, state: ABState,
 
     if srm_p < state.srm_alpha:
         share = served[1] / sum(served)
-        reason = (f"Sample-ratio mismatch: the challenger got {served[1]:,} of {sum(served):,} rows "
-                  f"({_pct(share)}) against a planned {_pct(state.share_bp / 10000)} (chi-square p "
+        reason = (f"Sample-ratio mismatch: the challenger got {served[1]:,} of {sum(served):,} distinct keys "
+                  f"({_pct(share)}) against a planned {_pct(state.share_bp / 10000)} (p "
                   f"{_fmt_p(srm_p)} < {state.srm_alpha:g}). The routing is broken, so the comparison "
                   "cannot be trusted. Abort.")
         record = build(evidence, strategy="ab", decision="abort", reason=reason,
-                       test="sample-ratio mismatch (chi-square)", statistic=None, p_value=srm_p,
+                       test="sample-ratio mismatch on distinct keys (chi-square; exact binomial where an expected "
+                            "count is below 5)", statistic=None, p_value=srm_p,
                        alpha=state.srm_alpha, created_at=created_at)
         return record, replace(state, decided=record.to_dict())
 
@@ -693,7 +729,9 @@ class CanaryState:
     the evidence's n when that step began; ``min_rows_per_step`` rows judged
     within a step before it may advance; ``delta`` the non-inferiority margin
     δ; ``alpha``; ``rho`` the confidence sequence's ρ (tightest near
-    n·s² ≈ ρ); ``done`` ``promote`` or ``abort`` once finished.
+    n·s² ≈ ρ); ``arm_prior`` the Beta(a, b) mixture of each arm's Bernoulli
+    confidence sequence (outcome feedback); ``done`` ``promote`` or ``abort``
+    once finished.
     """
 
     steps_bp: tuple[int, ...] = DEFAULT_CANARY_STEPS_BP
@@ -703,9 +741,13 @@ class CanaryState:
     delta: float = 0.01
     alpha: float = 0.05
     rho: float = 20.0
+    arm_prior: tuple[float, float] = (1.0, 1.0)
     done: str | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "arm_prior", tuple(float(x) for x in self.arm_prior))
+        if len(self.arm_prior) != 2 or not all(x > 0 for x in self.arm_prior):
+            raise ValueError(f"arm_prior must be two positive Beta parameters, got {self.arm_prior!r}")
         steps = tuple(int(x) for x in self.steps_bp)
         object.__setattr__(self, "steps_bp", steps)
         if not steps or any(not 0 < x <= 10000 for x in steps) or list(steps) != sorted(set(steps)):
@@ -729,19 +771,27 @@ class CanaryState:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["steps_bp"] = list(self.steps_bp)
+        d["steps_bp"], d["arm_prior"] = list(self.steps_bp), list(self.arm_prior)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CanaryState":
         data = dict(data)
-        if "steps_bp" in data:
-            data["steps_bp"] = tuple(data["steps_bp"])
+        for key in ("steps_bp", "arm_prior"):
+            if key in data:
+                data[key] = tuple(data[key])
         return _from_dict(cls, data)
 
 
-def _canary_interval(evidence, state: CanaryState) -> tuple[float, float, float, float]:
-    """(lo, hi, Δ̂, Λ of non-inferiority) of the always-valid confidence sequence."""
+def _canary_interval(evidence, state: CanaryState) -> tuple[float, float, float, float | None]:
+    """(lo, hi, Δ̂, Λ of non-inferiority or None) of the always-valid confidence sequence for Δ.
+
+    Paired: the normal mixture over the per-row differences. Unpaired
+    (outcome feedback): one Bernoulli confidence sequence per arm at α/2
+    (Robbins' beta-binomial mixture, :func:`stats.bernoulli_cs`), exact at any
+    number of rows; Δ ∈ [lo₂ − hi₁, hi₂ − lo₁] then holds with probability
+    ≥ 1 − α at every look. It has no single likelihood ratio (Λ None).
+    """
     if isinstance(evidence, PairedEvidence):
         n, b, c = evidence.n, evidence.b, evidence.c
         if n == 0:
@@ -751,16 +801,11 @@ def _canary_interval(evidence, state: CanaryState) -> tuple[float, float, float,
         lo, hi = stats.confidence_sequence(s_n, n, s2, state.rho, state.alpha)
         lam = stats.noninferiority_lambda(s_n, n, s2, state.rho, state.delta)
         return lo, hi, s_n / n, lam
-    u, w, v = stats.stratified_difference(evidence.strata())
-    if w == 0:
-        return -1.0, 1.0, 0.0, 1.0
-    r = stats.normal_mixture_radius(v, state.rho, state.alpha)
-    x = u + w * state.delta
-    lam = 1.0
-    if x > 0:
-        log_lam = 0.5 * math.log(state.rho / (v + state.rho)) + x * x / (2 * (v + state.rho))
-        lam = math.exp(log_lam) if log_lam < 709 else math.inf
-    return max(-1.0, (u - r) / w), min(1.0, (u + r) / w), u / w, lam
+    k1, n1, k2, n2 = evidence.k1, evidence.n1, evidence.k2, evidence.n2
+    lo1, hi1 = stats.bernoulli_cs(k1, n1, state.alpha / 2, state.arm_prior)
+    lo2, hi2 = stats.bernoulli_cs(k2, n2, state.alpha / 2, state.arm_prior)
+    est = (k2 / n2 if n2 else 0.0) - (k1 / n1 if n1 else 0.0) if (n1 and n2) else 0.0
+    return max(-1.0, lo2 - hi1), min(1.0, hi2 - lo1), est, None
 
 
 def decide_canary(evidence: PairedEvidence | UnpairedEvidence, state: CanaryState, *,
@@ -785,7 +830,7 @@ def decide_canary(evidence: PairedEvidence | UnpairedEvidence, state: CanaryStat
     if not paired and not isinstance(evidence, UnpairedEvidence):
         raise TypeError(f"evidence must be PairedEvidence or UnpairedEvidence, got {type(evidence).__name__}")
     lo, hi, est, lam = _canary_interval(evidence, state)
-    p = min(1.0, 1.0 / lam) if lam > 0 else 1.0
+    p = None if lam is None else (min(1.0, 1.0 / lam) if lam > 0 else 1.0)
     n = evidence.n
     in_step = n - state.step_started_n
     if in_step < 0:
@@ -817,12 +862,18 @@ def decide_canary(evidence: PairedEvidence | UnpairedEvidence, state: CanaryStat
             why = f"the lower bound is not yet above −δ = {-100 * state.delta:+.2f} points"
         reason = f"Hold at {share_now / 100:g}%: {why} ({band})."
 
-    test = (f"confidence sequence (normal mixture, ρ = {state.rho:g}) for non-inferiority, δ = {state.delta:g}; "
-            "statistic = lower bound; p-value = min(1, 1/Λ) of Δ = −δ at this look")
+    if paired:
+        test = (f"confidence sequence (normal mixture, ρ = {state.rho:g}) for non-inferiority, δ = {state.delta:g}; "
+                "statistic = lower bound; p-value = min(1, 1/Λ) of Δ = −δ at this look")
+    else:
+        a, b_ = state.arm_prior
+        test = (f"Bernoulli confidence sequence per arm at α/2 (Robbins' beta-binomial mixture, Beta({a:g}, "
+                f"{b_:g})), exact at any number of rows; Δ within [lo₂ − hi₁, hi₂ − lo₁]; non-inferiority, "
+                f"δ = {state.delta:g}; statistic = lower bound")
     method = f"always-valid {1 - state.alpha:.0%} confidence sequence"
     build = _paired_record if paired else _unpaired_record
     record = build(evidence, strategy="canary", decision=decision, reason=reason, test=test,
-                   statistic=lo, p_value=p, alpha=state.alpha, mixture=state.rho, lam=lam,
+                   statistic=lo, p_value=p, alpha=state.alpha, mixture=state.rho if paired else None, lam=lam,
                    difference_ci=(lo, hi), interval_method=method, shares_bp=shares,
                    created_at=created_at)
     return record, new_state
@@ -852,8 +903,12 @@ class BanditState:
     shares_bp: Mapping[str, int] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()
     done: str | None = None
+    arm_prior: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self):
+        object.__setattr__(self, "arm_prior", tuple(float(x) for x in self.arm_prior))
+        if len(self.arm_prior) != 2 or not all(x > 0 for x in self.arm_prior):
+            raise ValueError(f"arm_prior must be two positive Beta parameters, got {self.arm_prior!r}")
         object.__setattr__(self, "arms", tuple(str(a) for a in self.arms))
         object.__setattr__(self, "dropped", tuple(str(a) for a in self.dropped))
         object.__setattr__(self, "shares_bp", {str(k): int(v) for k, v in dict(self.shares_bp).items()})
@@ -868,35 +923,42 @@ class BanditState:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["arms"], d["dropped"], d["shares_bp"] = list(self.arms), list(self.dropped), dict(self.shares_bp)
+        d["arm_prior"] = list(self.arm_prior)
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "BanditState":
         data = dict(data)
-        for key in ("arms", "dropped"):
+        for key in ("arms", "dropped", "arm_prior"):
             if key in data:
                 data[key] = tuple(data[key])
         return _from_dict(cls, data)
 
 
-def decide_bandit(evidence: Mapping[str, PairedEvidence], state: BanditState,
+def decide_bandit(evidence: Mapping[str, PairedEvidence | UnpairedEvidence], state: BanditState,
                   rng: np.random.Generator | None = None, *,
                   created_at: str | None = None) -> tuple[DecisionRecord, BanditState]:
     """``bandit``: Thompson-sampling shares; P(best) only triggers the confirmatory test.
 
     ``evidence`` maps each challenger arm to its paired evidence against the
     champion (every version scores every row, so all share the same rows and
-    champion). Per batch:
+    champion), or under outcome feedback its *served* traffic against the
+    champion's (:class:`UnpairedEvidence`; pairing against an arm that was not
+    served would be invalid). Per batch:
 
-    1. An arm whose paired mSPRT against the champion first crossed 1/(α/K)
-       (always-valid p ≤ α/K over the batch looks) with b > c is dropped
-       (share 0). All dropped → abort.
+    1. Paired: an arm whose paired mSPRT against the champion first crossed
+       1/(α/K) (always-valid p ≤ α/K over the batch looks) with b > c is
+       dropped (share 0). Unpaired: the confirmatory test is Bernoulli
+       confidence sequences (the champion's at α/2, each arm's at α/(2K));
+       an arm whose upper bound is below the champion's lower bound is
+       dropped. All dropped → abort.
     2. Posterior Beta(1 + right, 1 + wrong) per version (champion included);
        P(best) by Monte Carlo; shares = P(best) over the live versions with
        ``floor_bp`` per live arm; the champion takes the rest.
     3. If the live arm most likely best has P(best) ≥ ``threshold``, the
-       confirmatory paired mSPRT decides: if it has crossed with c > b, promote
-       that arm. P(best) alone never promotes (STATS.md: it promoted
+       confirmatory test decides: promote that arm if it is shown better
+       (paired: crossed with c > b; unpaired: its lower bound above the
+       champion's upper bound). P(best) alone never promotes (STATS.md: it promoted
        a no-better arm 29% of the time).
     4. Otherwise ramp when the shares change, else continue.
 
@@ -909,44 +971,69 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence], state: BanditState,
     if missing:
         raise ValueError(f"no evidence for arm(s) {missing}")
     evs = [evidence[a] for a in state.arms]
+    paired = isinstance(evs[0], PairedEvidence)
+    kind = PairedEvidence if paired else UnpairedEvidence
     for arm, ev in zip(state.arms, evs):
-        if not isinstance(ev, PairedEvidence):
-            raise TypeError(f"arm {arm!r}: the bandit's confirmatory test needs paired evidence")
-        if ev.n != evs[0].n or ev.champion_right != evs[0].champion_right or ev.champion != evs[0].champion:
+        if not isinstance(ev, kind):
+            raise TypeError(f"arm {arm!r}: evidence must be PairedEvidence for every arm or UnpairedEvidence for "
+                            f"every arm, got {type(ev).__name__}")
+        same = ((ev.n, ev.champion_right) == (evs[0].n, evs[0].champion_right) if paired
+                else (ev.k1, ev.n1) == (evs[0].k1, evs[0].n1))
+        if not same or ev.champion != evs[0].champion:
             raise ValueError(f"arm {arm!r} was not judged on the same rows against the same champion")
     k_arms = len(state.arms)
     alpha_arm = state.alpha / k_arms
     n = evs[0].n
+    build = _paired_record if paired else _unpaired_record
 
-    # 1. mSPRT per arm; drop arms shown worse.
+    # 1. The confirmatory test per arm; drop arms shown worse.
     p_arm, lam_arm, verdict = {}, {}, {}
     dropped = list(state.dropped)
     for arm, ev in zip(state.arms, evs):
-        p_arm[arm], _, lam_arm[arm] = shadow_always_valid_p(ev, state.mixture)
-        _, verdict[arm] = msprt_crossing(ev, alpha_arm, state.mixture)  # +1 better, −1 worse, 0 open
+        if paired:
+            p_arm[arm], _, lam_arm[arm] = shadow_always_valid_p(ev, state.mixture)
+            _, verdict[arm] = msprt_crossing(ev, alpha_arm, state.mixture)  # +1 better, −1 worse, 0 open
+        else:
+            p_arm[arm], lam_arm[arm] = None, None
+            verdict[arm] = _unpaired_verdict(ev, state.alpha, k_arms, state.arm_prior)
         if arm not in dropped and verdict[arm] < 0:
             dropped.append(arm)
     live = [a for a in state.arms if a not in dropped]
-    test = (f"Thompson sampling (Beta(1 + right, 1 + wrong)); confirmatory paired mSPRT, Beta({state.mixture:g}, "
-            f"{state.mixture:g}) mixture at α/{k_arms} = {alpha_arm:g}; statistic = P(best)")
+    if paired:
+        confirm = (f"confirmatory paired mSPRT, Beta({state.mixture:g}, {state.mixture:g}) mixture at "
+                   f"α/{k_arms} = {alpha_arm:g}")
+    else:
+        a, b_ = state.arm_prior
+        confirm = (f"confirmatory unpaired test on served traffic: Bernoulli confidence sequences (beta-binomial "
+                   f"mixture Beta({a:g}, {b_:g})), the champion's at α/2 and each arm's at α/(2·{k_arms}); an arm "
+                   "is better when its lower bound is above the champion's upper bound")
+    test = f"Thompson sampling (Beta(1 + right, 1 + wrong)); {confirm}; statistic = P(best)"
+
+    def shown(arm):
+        return (f"always-valid p {_fmt_p(p_arm[arm])} ≤ {alpha_arm:g}" if paired else
+                "its confidence sequence lies entirely on that side of the champion's")
 
     if not live:
-        focus = min(state.arms, key=lambda a: p_arm[a])  # the arm most clearly worse
+        focus = min(state.arms, key=lambda a: p_arm[a]) if paired else state.arms[0]
         ev = evidence[focus]
-        reason = (f"Every challenger is worse than the champion (always-valid p ≤ {alpha_arm:g} with b > c "
-                  f"for {', '.join(state.arms)}). Abort the bandit; all traffic back to the champion.")
+        reason = (f"Every challenger is worse than the champion ({'with b > c, ' if paired else ''}"
+                  f"{shown(focus)} for {', '.join(state.arms)}). Abort the bandit; all traffic back to the champion.")
         shares = {a: 0 for a in state.arms}
-        record = _paired_record(ev, strategy="bandit", decision="abort", reason=reason, test=test,
-                                statistic=None, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture,
-                                lam=lam_arm[focus], shares_bp=shares, created_at=created_at)
+        record = build(ev, strategy="bandit", decision="abort", reason=reason, test=test,
+                       statistic=None, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture if paired else None,
+                       lam=lam_arm[focus], shares_bp=shares, created_at=created_at)
         return record, replace(state, dropped=tuple(dropped), shares_bp=shares, done="abort")
 
     # 2. Posterior probability of being best, over the champion and the live arms.
     if rng is None:
         rng = np.random.default_rng([int(state.seed), int(n), k_arms])
     live_evs = [evidence[a] for a in live]
-    right = [evs[0].champion_right] + [ev.challenger_right for ev in live_evs]
-    wrong = [n - r for r in right]
+    if paired:
+        right = [evs[0].champion_right] + [ev.challenger_right for ev in live_evs]
+        wrong = [n - r for r in right]
+    else:
+        right = [evs[0].k1] + [ev.k2 for ev in live_evs]
+        wrong = [evs[0].n1 - evs[0].k1] + [ev.n2 - ev.k2 for ev in live_evs]
     pbest = stats.prob_best(right, wrong, state.draws, rng)
     floor = state.floor_bp / 10000
     shares_frac = floor + (1 - floor * (len(live) + 1)) * pbest
@@ -960,19 +1047,21 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence], state: BanditState,
 
     # 3. Confirmatory test, triggered by P(best).
     if top >= state.threshold and verdict[focus] > 0:
+        counts = (f"c = {ev.c:,} vs b = {ev.b:,}" if paired else
+                  f"served {ev.k2:,}/{ev.n2:,} right vs the champion's {ev.k1:,}/{ev.n1:,}")
         reason = (f"{_code(focus)} is best with posterior probability {top:.3f} ≥ {state.threshold:g}, and the "
-                  f"confirmatory paired mSPRT agrees: c = {ev.c:,} vs b = {ev.b:,}, always-valid p "
-                  f"{_fmt_p(p_arm[focus])} ≤ {alpha_arm:g}. Promote it.")
+                  f"confirmatory test agrees: {counts}, {shown(focus)}. Promote it.")
         final = {a: (10000 if a == focus else 0) for a in state.arms}
-        record = _paired_record(ev, strategy="bandit", decision="promote", reason=reason, test=test,
-                                statistic=top, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture,
-                                lam=lam_arm[focus], shares_bp=final, created_at=created_at)
+        record = build(ev, strategy="bandit", decision="promote", reason=reason, test=test,
+                       statistic=top, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture if paired else None,
+                       lam=lam_arm[focus], shares_bp=final, created_at=created_at)
         return record, replace(state, dropped=tuple(dropped), shares_bp=final, done="promote")
 
     if top >= state.threshold:
-        why = (f"P(best) of {_code(focus)} is {top:.3f} ≥ {state.threshold:g}, but the confirmatory paired mSPRT "
-               f"is not convinced (always-valid p {_fmt_p(p_arm[focus])} > {alpha_arm:g}); P(best) alone never "
-               "promotes")
+        unconvinced = (f"always-valid p {_fmt_p(p_arm[focus])} > {alpha_arm:g}" if paired else
+                       "its confidence sequence still overlaps the champion's")
+        why = (f"P(best) of {_code(focus)} is {top:.3f} ≥ {state.threshold:g}, but the confirmatory test "
+               f"is not convinced ({unconvinced}); P(best) alone never promotes")
     else:
         why = f"the likeliest best challenger {_code(focus)} has P(best) {top:.3f} < {state.threshold:g}"
     changed = dict(shares) != dict(state.shares_bp)
@@ -982,10 +1071,22 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence], state: BanditState,
     decision = "ramp" if changed else "continue"
     reason = (f"{why[0].upper()}{why[1:]}. Thompson shares: {summary}; champion the rest."
               f"{dropped_txt}{' Ramp to these shares.' if changed else ''}")
-    record = _paired_record(ev, strategy="bandit", decision=decision, reason=reason, test=test,
-                            statistic=top, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture,
-                            lam=lam_arm[focus], shares_bp=shares, created_at=created_at)
+    record = build(ev, strategy="bandit", decision=decision, reason=reason, test=test,
+                   statistic=top, p_value=p_arm[focus], alpha=alpha_arm, mixture=state.mixture if paired else None,
+                   lam=lam_arm[focus], shares_bp=shares, created_at=created_at)
     return record, replace(state, dropped=tuple(dropped), shares_bp=shares)
+
+
+def _unpaired_verdict(ev: UnpairedEvidence, alpha: float, k_arms: int, prior) -> int:
+    """+1 when the arm's served accuracy is shown above the champion's, −1 below, 0 open.
+
+    The champion's Bernoulli confidence sequence at α/2 and the arm's at
+    α/(2K): with every sequence holding (probability ≥ 1 − α for all K arms
+    together, at every look), no arm is ever shown better than it is.
+    """
+    lo1, hi1 = stats.bernoulli_cs(ev.k1, ev.n1, alpha / 2, prior)
+    lo2, hi2 = stats.bernoulli_cs(ev.k2, ev.n2, alpha / (2 * k_arms), prior)
+    return 1 if lo2 > hi1 else (-1 if hi2 < lo1 else 0)
 
 
 def _code(version: str) -> str:

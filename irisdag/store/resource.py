@@ -13,7 +13,9 @@ Keys (all under ``irisdag:``):
 - ``routing``  HASH (champion, previous, challenger, strategy, shares,
   holdout_bp, salt, epoch, updated_at), changed only by the Lua ``route``.
 - ``audit``, ``misses``, ``decisions``  capped streams; ``decision`` (latest
-  decision), ``inputs`` (kept-input partitions), ``evidence:<experiment>``.
+  decision), ``inputs`` (kept-input partitions), ``evidence:<experiment>``,
+  ``judged:<experiment>:<s>`` (which window first judged each input, see
+  `claim_inputs`).
 
 Redis >= 7 runs the Lua library ``irisdag`` with FCALL/FCALL_RO; Redis 6.2
 (the embedded default) runs the same bodies with EVALSHA.
@@ -61,6 +63,9 @@ VERSIONS_KEY = "irisdag:versions"  # SET of registered version ids (no SCAN: the
 PRED_PREFIX = "irisdag:pred:"
 EVIDENCE_PREFIX = "irisdag:evidence:"
 EXPERIMENT_PREFIX = "irisdag:experiment:"
+JUDGED_PREFIX = "irisdag:judged:"
+JUDGED_SHARDS = 1024  # small hashes: Redis keeps each compact (listpack) up to a few hundred entries
+CLAIM_CHUNK = 20_000
 RUN_FAILURES_KEY = "irisdag:run_failures"  # HASH run id -> time its failure was audited
 
 STREAM_MAXLEN = 100_000
@@ -1586,6 +1591,35 @@ class StoreClient:
     def evidence_put(self, experiment: str, partition: str, counts: dict) -> None:
         """Store one partition's evidence counts for an experiment (idempotent per partition)."""
         self.client().hset(EVIDENCE_PREFIX + experiment, partition, json.dumps(counts, sort_keys=True, default=str))
+
+    def claim_inputs(self, experiment: str, partition: str, tokens) -> np.ndarray:
+        """Claim inputs for the window ``partition`` of ``experiment``: the first window to claim one judges it.
+
+        ``tokens`` are uint64 names of inputs (``experiments.digest_tokens`` /
+        ``id_tokens``). Returns, per token, whether ``partition`` owns it: it
+        claimed it now, or had claimed it before (so re-running a window
+        judges the same inputs again, and two windows at once never both
+        own one: HSETNX decides). Kept per experiment under
+        ``irisdag:judged:<experiment>:<s>``, 8 bytes a field.
+        """
+        tokens = np.asarray(tokens, dtype=np.uint64)
+        owned = np.zeros(len(tokens), dtype=bool)
+        if not len(tokens):
+            return owned
+        raw = tokens.astype(">u8").tobytes()
+        shards = (tokens % np.uint64(JUDGED_SHARDS)).tolist()
+        me = partition.encode("utf-8")
+        client = self.client()
+        for start in range(0, len(tokens), CLAIM_CHUNK):
+            stop = min(len(tokens), start + CLAIM_CHUNK)
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, stop):
+                name, fld = f"{JUDGED_PREFIX}{experiment}:{shards[i]}", raw[8 * i:8 * i + 8]
+                pipe.hsetnx(name, fld, me)
+                pipe.hget(name, fld)
+            replies = pipe.execute()
+            owned[start:stop] = [r == me for r in replies[1::2]]
+        return owned
 
     def evidence_all(self, experiment: str) -> dict[str, dict]:
         """Every partition's evidence counts for an experiment."""

@@ -166,11 +166,17 @@ def test_shadow_p_value_is_the_running_minimum_over_looks():
     assert max(lams) < 20
     rec = decide_shadow(ev)
     assert rec.p_value == pytest.approx(min(1.0, 1 / max(lams))) and rec.decision == "continue"
-    # Looks recorded elsewhere count too (a crossing known only from them takes today's direction).
+    # Looks recorded elsewhere count too; a crossing known only from them decides in the direction
+    # recorded at that crossing, never in today's.
     tie = _evidence([(12, 13)])
     assert decide_shadow(tie, looks_p_history=[0.5, 0.3]).p_value == pytest.approx(0.3)
-    assert decide_shadow(tie, looks_p_history=[0.01]).decision == "promote"
-    assert decide_shadow(_evidence([(13, 13)]), looks_p_history=[0.01]).decision == "continue"
+    assert decide_shadow(tie, looks_p_history=[(0.01, +1)]).decision == "promote"
+    assert decide_shadow(tie, looks_p_history=[(0.01, -1)]).decision == "abort"  # today c > b: not its direction
+    assert decide_shadow(_evidence([(13, 12)]), looks_p_history=[(0.3, -1), (0.01, +1)]).decision == "promote"
+    undirected = decide_shadow(tie, looks_p_history=[0.01])
+    assert undirected.decision == "continue" and "not recorded" in undirected.reason
+    with pytest.raises(ValueError, match="not in"):
+        decide_shadow(tie, looks_p_history=[float("nan")])
 
 
 def test_shadow_same_evidence_same_id():
@@ -182,10 +188,10 @@ def test_shadow_same_evidence_same_id():
 
 
 # ------------------------------------------------------------------ A/B
-def test_ab_plan_uses_connor():
+def test_ab_plan_uses_exact_power_not_connor():
     plan = ABState.plan_paired(0.90, 0.92, 0.04)
-    assert plan.planned_n == 783
-    assert ABState.plan_unpaired(0.90, 0.92).planned_n == 3213
+    assert plan.planned_n == 843 > stats.sample_size_paired(0.04, 0.02)  # Connor: 783, exact power 76.5%
+    assert ABState.plan_unpaired(0.90, 0.92).planned_n == stats.planned_n_unpaired(0.90, 0.92)
 
 
 def test_ab_waits_for_the_planned_n_then_decides_once():

@@ -1,5 +1,6 @@
 """The comparison: the evidence each strategy needs, judged only on rows no
-compared model trained on, and the decision the promotion sensor acts on."""
+compared model trained on (by their features), each input once per
+experiment, and the decision the promotion sensor acts on."""
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from irisdag import serving
 from irisdag.core import experiments
+from irisdag.core import keys as keyscheme
 from irisdag.core.decision import DecisionRecord
 from irisdag.core.routing import Routing
 from irisdag.defs.assets.data import feedback
@@ -20,22 +22,46 @@ from irisdag.defs.resources import ArtifactStore
 from irisdag.store.resource import ServingStore
 
 
-def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms, routing: Routing) -> dict:
-    """One window's evidence: paired per arm, served per arm (outcome feedback), holdout apart."""
+def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms, routing: Routing,
+                  serving_store: ServingStore | None = None, experiment: str = "") -> dict:
+    """One window's evidence: paired per arm, served per arm (outcome feedback), holdout apart.
+
+    Count once: each input (its features, and its id in an id-keyed batch) is
+    judged at most once per experiment, in the first window that claims it
+    (``serving_store.claim_inputs``); later rows of it — re-read or repeated —
+    are counted as repeated. Rows whose features a compared model trained on
+    are excluded, whatever the batch is keyed by.
+    """
     d = artifacts.batch_dir(partition)
     batch = serving.load_prepared(d)
     truth = np.load(d / "labels.npy").astype(np.int64)
     inverse = np.asarray(batch.inverse)
-    trained = load_trained_keys(artifacts, champion)
+    # Inputs by their features, whatever the batch is keyed by.
+    features = experiments.digest_tokens(batch.digests if not batch.keyed_by_id
+                                         else keyscheme.digests_of_quantized(np.asarray(batch.q)))
+    trained = experiments.hex_tokens(load_trained_keys(artifacts, champion))
     for arm in arms:
-        trained = np.union1d(trained, load_trained_keys(artifacts, arm))
-    judged = ~batch.isin(trained)[inverse]
+        trained = np.union1d(trained, experiments.hex_tokens(load_trained_keys(artifacts, arm)))
+    trained_key = np.isin(features, trained)
+    # In this window, one key per input: an id batch may carry one input under several ids.
+    candidate = ~trained_key & experiments.first_of_each(features)
+    owned = np.zeros(batch.n_keys, dtype=bool)
+    if serving_store is not None and experiment:
+        idx = np.flatnonzero(candidate)
+        got = serving_store.claim_inputs(experiment, partition, features[idx])
+        if batch.keyed_by_id:
+            got &= serving_store.claim_inputs(experiment, partition, experiments.id_tokens(batch.id_keys[idx]))
+        owned[idx] = got
+    else:
+        owned = candidate
+    judging = experiments.judge_rows(inverse, trained_key, owned & candidate)
     snapshot = serving.read_json(d / "routing.json")
     # Routing depends on the key only: route each distinct key once, then spread to rows.
     served_by = experiments.served_routes(batch.keys, Routing.from_hash(snapshot) if snapshot else routing)[inverse]
     ev = experiments.count_window(
         truth, serving.load_row_predictions(d, champion).astype(np.int64),
-        {arm: serving.load_row_predictions(d, arm).astype(np.int64) for arm in arms}, served_by, judged)
+        {arm: serving.load_row_predictions(d, arm).astype(np.int64) for arm in arms}, served_by,
+        judging.judged, excluded=judging.excluded, repeated=judging.repeated)
     return {"paired": ev.paired, "served": ev.served, "holdout": ev.holdout}
 
 
@@ -49,8 +75,9 @@ def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms,
         "evidence on every judged row (b = champion right and challenger wrong, c = the "
         "reverse); with outcome feedback, each arm's served traffic, stratified by window. "
         "Sequential strategies look after every window with always-valid tests; A/B decides "
-        "once at its planned n. Rows a compared model trained on are not judged; held-out "
-        "rows are reported apart. The decision record is this asset's metadata."),
+        "once at its planned n. Rows a compared model trained on (by their features) are not "
+        "judged; each input (features, or id) is judged once per experiment, repeats are counted; "
+        "held-out rows are reported apart. The decision record is this asset's metadata."),
 )
 @retry_transient_only
 def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving_store: ServingStore) -> MaterializeResult:
@@ -75,7 +102,7 @@ def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving
     else:
         plan = experiments.ExperimentPlan.from_dict(experiment["plan"])
         champion = experiment["champion"]
-        counts = window_counts(artifacts, partition, champion, plan.arms, routing)
+        counts = window_counts(artifacts, partition, champion, plan.arms, routing, serving_store, routing.salt)
         serving_store.evidence_put(routing.salt, partition, counts)
         windows = serving_store.evidence_all(routing.salt)
         if experiment.get("final"):
@@ -97,6 +124,9 @@ def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving
         "strategy": rec["strategy"],
         "reason": rec["reason"],
         "n": rec["n"],
+        "n_excluded": rec.get("n_excluded", 0),
+        "n_repeated": rec.get("n_repeated", 0),
+        "not_judged": rec.get("not_judged", ""),
         "p_value": MetadataValue.float(float(rec["p_value"])) if rec.get("p_value") is not None else MetadataValue.text("n/a"),
         "decision_record": MetadataValue.md(record.to_markdown()),
         "decision_json": MetadataValue.json(json.loads(json.dumps(rec, default=str))),
