@@ -753,6 +753,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--discordant", type=float, default=Sim.discordant, help="ψ, share of discordant rows")
     ap.add_argument("--only", nargs="*", default=None,
                     help="scenario keys or key prefixes ending at a '/', e.g. shadow canary/outcome")
+    ap.add_argument("--no-grid", action="store_true",
+                    help="skip the vectorised grid of window sizes, keyed traffic and re-read sources "
+                         "(benchmarks/decision_grid.py)")
+    ap.add_argument("--grid-max-rows", type=int, default=None, help="rows per experiment in the grid (default 10,000)")
     ap.add_argument("--out", default=None,
                     help=f"markdown file for the report (default {DEFAULT_OUT.name} on a full run of all "
                          "scenarios; '-' for none)")
@@ -776,6 +780,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(file=sys.stderr)
     elapsed = time.perf_counter() - t0
     text, all_ok, all_same = report(sim, results, experiments, elapsed, command, args.jobs, args.exhaustive)
+    if not args.no_grid and not args.only:
+        from benchmarks import decision_grid
+
+        gsim = decision_grid.GridSim(seed=args.seed, **({"max_rows": args.grid_max_rows} if args.grid_max_rows else {}))
+        grid = decision_grid.run_grid(gsim, experiments, jobs=args.jobs,
+                                      progress=lambda m: print(f"  grid: {m}", file=sys.stderr, flush=True))
+        grid_text, grid_ok = decision_grid.report(grid)
+        text += "\n\n" + grid_text
     print(text)
     out = args.out
     if out is None and not args.quick and not args.only and args.experiments is None:

@@ -468,18 +468,29 @@ def bernoulli_mixture_log_lambda(k, n, p, prior=(1.0, 1.0)):
     return _scalar_or_array(betaln(a + k, b + n - k) - betaln(a, b) - kp - fq)
 
 
-def bernoulli_cs(k, n, alpha: float, prior=(1.0, 1.0)):
+def bernoulli_cs(k, n, alpha: float, prior=(1.0, 1.0), iterations: int = 12, start=None):
     """Always-valid confidence sequence for a Bernoulli mean from ``k`` of ``n``.
 
     The set {p : M_n(p) < 1/α} of :func:`bernoulli_mixture_log_lambda`; by
     Ville's inequality it holds the true mean at every n at once with
     probability ≥ 1 − α. Exact for 0/1 outcomes at any sample size (no
     variance is estimated: an arm with 0, 1 or only right rows gets a wide
-    interval, never a point). log M_n is convex in p, so the set is an
-    interval around k/n; both ends by bisection (vectorised: ``k``, ``n``
-    may be arrays). n = 0 → (0, 1). Returns ``(lower, upper)``.
+    interval, never a point). n = 0 → (0, 1). Returns ``(lower, upper)``;
+    vectorised (``k``, ``n`` may be arrays).
+
+    The ends are the roots of f = log M_n − log(1/α), which is convex in
+    x = log p below k/n and in y = log(1 − p) above it; Newton's method on a
+    convex function lands outside the root after its first step and then
+    approaches it monotonically from outside, so the returned interval is
+    never narrower than the exact one (``iterations`` steps; 12 reach double
+    precision from the normal-approximation start). ``start`` = an earlier
+    ``(lower, upper)`` of the same arm to start from (a simulation looking
+    after every row needs 3 steps from there, not 12).
     """
     _level("alpha", alpha)
+    a, b = float(prior[0]), float(prior[1])
+    if not (a > 0 and b > 0):
+        raise ValueError(f"prior must be two positive Beta parameters, got {prior!r}")
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     if np.any(np.isnan(k)) or np.any(np.isnan(n)):
@@ -487,22 +498,36 @@ def bernoulli_cs(k, n, alpha: float, prior=(1.0, 1.0)):
     if np.any(k < 0) or np.any(k > n):
         raise ValueError("successes must lie within 0..n")
     k, n = np.broadcast_arrays(k, n)
-    threshold = math.log(1.0 / alpha)
-    centre = np.where(n > 0, k / np.maximum(n, 1.0), 0.5)
-    tiny = 1e-15
-    # Lower end in [0, centre]: outside (log M ≥ threshold) below it, inside above.
-    lo_a, lo_b = np.zeros_like(centre), centre.copy()
-    hi_a, hi_b = centre.copy(), np.ones_like(centre)
-    for _ in range(52):
-        mid = (lo_a + lo_b) / 2.0
-        out = bernoulli_mixture_log_lambda(k, n, np.clip(mid, tiny, 1 - tiny), prior) >= threshold
-        lo_a, lo_b = np.where(out, mid, lo_a), np.where(out, lo_b, mid)
-        mid = (hi_a + hi_b) / 2.0
-        out = bernoulli_mixture_log_lambda(k, n, np.clip(mid, tiny, 1 - tiny), prior) >= threshold
-        hi_a, hi_b = np.where(out, hi_a, mid), np.where(out, mid, hi_b)
-    lower = np.where(k > 0, lo_a, 0.0)   # the outer ends of the brackets: never too narrow
-    upper = np.where(k < n, hi_b, 1.0)
-    lower, upper = np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
+    f_ = n - k
+    # f(p) = const − k·log p − (n − k)·log(1 − p), const = log B(a + k, b + n − k) − log B(a, b) − log(1/α).
+    const = betaln(a + k, b + f_) - betaln(a, b) - math.log(1.0 / alpha)
+    safe_n = np.maximum(n, 1.0)
+    centre = np.clip(k / safe_n, 1e-12, 1 - 1e-12)
+    spread = np.sqrt(np.maximum(centre * (1 - centre), 1.0 / safe_n) * 2.0 * (math.log(1.0 / alpha) + 1.0) / safe_n)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Lower end, in x = log p (x < log centre): f(x) = const − k·x − (n − k)·log(1 − e^x).
+        guess_lo = centre - spread if start is None else np.asarray(start[0], dtype=float)
+        guess_hi = centre + spread if start is None else np.asarray(start[1], dtype=float)
+        x = np.log(np.clip(guess_lo, 1e-300, centre * (1 - 1e-9)))
+        for _ in range(iterations):
+            ex = np.exp(x)
+            fx = const - k * x - f_ * np.log1p(-ex)
+            dfx = -k + f_ * ex / (1.0 - ex)
+            x = np.where(dfx < 0, x - fx / dfx, x)
+            x = np.minimum(x, np.log(centre))
+        lower = np.exp(x)
+        # Upper end, in y = log(1 − p): f(y) = const − k·log(1 − e^y) − (n − k)·y.
+        y = np.log(np.clip(1 - guess_hi, 1e-300, (1 - centre) * (1 - 1e-9)))
+        for _ in range(iterations):
+            ey = np.exp(y)
+            fy = const - k * np.log1p(-ey) - f_ * y
+            dfy = -f_ + k * ey / (1.0 - ey)
+            y = np.where(dfy < 0, y - fy / dfy, y)
+            y = np.minimum(y, np.log1p(-centre))
+        upper = 1.0 - np.exp(y)
+    lower = np.where((k > 0) & (n > 0), np.clip(lower, 0.0, 1.0), 0.0)
+    upper = np.where((f_ > 0) & (n > 0), np.clip(upper, 0.0, 1.0), 1.0)
     return _scalar_or_array(lower), _scalar_or_array(upper)
 
 
