@@ -24,8 +24,8 @@ The rules are the ones ``irisdag.core.strategies`` applies, restated over arrays
 ``irisdag.core.stats`` functions (``bernoulli_cs``, ``paired_msprt``, ``srm_pvalue``'s tests);
 ``irisdag_tests/unit/test_decision_quality.py`` replays experiments of every cell through
 ``decide_canary`` / ``decide_bandit`` and requires the same decision at the same window. Two
-stated differences: the bandit's P(best) (the trigger, never the verdict) is the normal
-approximation of the two Beta posteriors instead of 20,000 Monte Carlo draws, and the
+stated differences: the outcome bandit's Thompson shares (who is served next) use the normal
+approximation of P(best) (its trigger uses the strategy's own Monte Carlo and seed), and the
 Bernoulli sequences start from the previous look's bounds (4 Newton steps; never narrower).
 """
 from __future__ import annotations
@@ -76,8 +76,13 @@ def _paired_probs(sim: GridSim, diff: float) -> np.ndarray:
 
 
 # =========================================================================== canary
-def run_canary(sim: GridSim, feedback: str, diff: float, window: int, runs: int, rng, method: str = "new"):
-    """(code, rows at decision) per experiment. ``method`` "old": the pre-issue-8 outcome interval."""
+def run_canary(sim: GridSim, feedback: str, diff: float, window: int, runs: int, rng, method: str = "new",
+               trace: list | None = None):
+    """(code, rows at decision) per experiment. ``method`` "old": the pre-issue-8 outcome interval.
+
+    ``trace`` (a list) receives each window's counts per experiment, for replaying through the strategy:
+    label (runs, 4) b, c, both right, both wrong; outcome (runs, 4) k1, n1, k2, n2.
+    """
     steps = np.array(DEFAULT_CANARY_STEPS_BP)
     last = len(steps) - 1
     step = np.zeros(runs, dtype=np.int64)
@@ -97,6 +102,8 @@ def run_canary(sim: GridSim, feedback: str, diff: float, window: int, runs: int,
             break
         if feedback == "label":
             draw = rng.multinomial(window, probs, size=runs)
+            if trace is not None:
+                trace.append(draw)
             B, C, N = B + draw[:, 0], C + draw[:, 1], N + window
             n_all = N
             s_n = C - B
@@ -109,6 +116,8 @@ def run_canary(sim: GridSim, feedback: str, diff: float, window: int, runs: int,
             n2 = rng.binomial(window, share)
             n1 = window - n2
             k1, k2 = rng.binomial(n1, p1), rng.binomial(n2, p2)
+            if trace is not None:
+                trace.append(np.stack([k1, n1, k2, n2], axis=1))
             K1, N1, K2, N2 = K1 + k1, N1 + n1, K2 + k2, N2 + n2
             n_all = N1 + N2
             if method == "new":
@@ -151,8 +160,25 @@ def _p_best(right1, n1, right2, n2):
     return norm.cdf((m2 - m1) / np.sqrt(v1 + v2))
 
 
-def run_bandit(sim: GridSim, feedback: str, diff: float, window: int, runs: int, rng, arms: int = 1):
-    """(code, rows at decision). One challenger; α is split over ``arms`` as the strategy does."""
+def _triggered(right1, wrong1, right2, wrong2, n_total, candidates, sim: GridSim) -> np.ndarray:
+    """P(best) ≥ threshold for the candidate experiments, computed as ``decide_bandit`` does.
+
+    The same Monte Carlo (``stats.prob_best``, 20,000 draws) with the same seed
+    ([0, rows judged, arms]), so a replay through the strategy gives the same trigger.
+    """
+    out = np.zeros(len(candidates), dtype=bool)
+    for i in np.flatnonzero(candidates):
+        rng = np.random.default_rng([0, int(n_total[i]), 1])
+        p = stats.prob_best([right1[i], right2[i]], [wrong1[i], wrong2[i]], 20_000, rng)
+        out[i] = p[1] >= sim.threshold
+    return out
+
+
+def run_bandit(sim: GridSim, feedback: str, diff: float, window: int, runs: int, rng, arms: int = 1,
+               trace: list | None = None):
+    """(code, rows at decision). One challenger; α is split over ``arms`` as the strategy does.
+
+    ``trace`` receives each window's counts as :func:`run_canary` does."""
     code = np.zeros(runs, dtype=np.int64)
     when = np.full(runs, sim.max_rows, dtype=np.int64)
     verdict = np.zeros(runs, dtype=np.int64)
@@ -169,26 +195,30 @@ def run_bandit(sim: GridSim, feedback: str, diff: float, window: int, runs: int,
             break
         if feedback == "label":
             draw = rng.multinomial(window, probs, size=runs)
+            if trace is not None:
+                trace.append(draw)
             B, C, N = B + draw[:, 0], C + draw[:, 1], N + window
             R1 = R1 + draw[:, 0] + draw[:, 2]
             R2 = R2 + draw[:, 1] + draw[:, 2]
             _, lam = stats.paired_msprt(B, C, sim.mixture)
             crossed = (verdict == 0) & (np.asarray(lam) >= 1 / alpha_arm)
             verdict = np.where(crossed, np.where(C > B, 1, -1), verdict)  # the first crossing's direction
-            pb = _p_best(R1, N, R2, N)
+            trigger = _triggered(R1, N - R1, R2, N - R2, N, live & (verdict > 0), sim)
         else:
             n2 = rng.binomial(window, share)
             n1 = window - n2
-            K1, N1 = K1 + rng.binomial(n1, p1), N1 + n1
-            K2, N2 = K2 + rng.binomial(n2, p2), N2 + n2
+            k1, k2 = rng.binomial(n1, p1), rng.binomial(n2, p2)
+            if trace is not None:
+                trace.append(np.stack([k1, n1, k2, n2], axis=1))
+            K1, N1, K2, N2 = K1 + k1, N1 + n1, K2 + k2, N2 + n2
             cs1 = stats.bernoulli_cs(K1, N1, sim.alpha / 2, iterations=4 if cs1 else 12, start=cs1)
             cs2 = stats.bernoulli_cs(K2, N2, sim.alpha / (2 * arms), iterations=4 if cs2 else 12, start=cs2)
             verdict = np.where(cs2[0] > cs1[1], 1, np.where(cs2[1] < cs1[0], -1, 0))
-            pb = _p_best(K1, N1, K2, N2)
-            share = pb  # Thompson: the arm's share is its P(best) (no floor)
+            trigger = _triggered(K1, N1 - K1, K2, N2 - K2, N1 + N2, live & (verdict > 0), sim)
+            share = _p_best(K1, N1, K2, N2)  # Thompson: the arm's share is its P(best) (no floor)
         rows = (look + 1) * window
         abort = live & (verdict < 0)
-        promote = live & ~abort & (verdict > 0) & (pb >= sim.threshold)
+        promote = live & ~abort & (verdict > 0) & trigger
         code[abort], when[abort] = ABORT, rows
         code[promote], when[promote] = PROMOTE, rows
     return code, when
