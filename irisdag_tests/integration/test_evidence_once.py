@@ -98,3 +98,4 @@ def test_a_static_source_re_read_every_window_is_judged_once_and_trained_rows_ar
     assert last["n_excluded"] == EXPERIMENT_WINDOWS * int(trained_row.sum())
     assert "trained on their features" in last["not_judged"] and "judged already" in last["not_judged"]
     assert len(last["partitions"]) == EXPERIMENT_WINDOWS
+    assert last["alpha"] == 0.05                       # the pipeline's α (settings.ALPHA)
