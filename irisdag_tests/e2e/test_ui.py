@@ -92,3 +92,5 @@ def test_comparison_page_shows_the_decision_table(loopback_stack, out_dir, tmp_p
     for field in ("decision", "decision_id", "strategy", "reason", "p_value", "decision_record"):
         assert field in dom, f"the comparison page does not show {field}"
     assert decision["decision_id"] in dom and "promote" in dom
+    # The accuracy plot is a picture on the page (an inline SVG image), not a file path.
+    assert "data:image/svg+xml;base64," in dom and "accuracy per window" in dom
