@@ -6,12 +6,14 @@ q = 10 * rounded value, join with one space, SHA-256 the UTF-8 bytes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
+import sys
 from typing import Iterable, Sequence
 
-import numpy as np
+from irisdag.lazy import numpy as np  # imported on first use: a lookup needs none
 
 SCHEME = "iris-r1"
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -81,7 +83,9 @@ def check_value(x, position: int, row: int | None = None, shown_text=None) -> fl
     line or CSV), so the error names what the user typed, not its float.
     """
     name = shown(x if shown_text is None else shown_text)
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+    numpy = sys.modules.get("numpy")  # a numpy scalar can exist only once numpy is imported
+    numpy_bool, numpy_number = ((numpy.bool_,), (numpy.integer, numpy.floating)) if numpy else ((), ())
+    if isinstance(x, (bool, *numpy_bool)) or not isinstance(x, (int, float, *numpy_number)):
         raise InputError(f"{name} is not a number", value=x, position=position, row=row, kind="not_a_number")
     try:
         xf = float(x)
@@ -318,7 +322,10 @@ def unique_quantized(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- canonical strings and digests, without Python per row (but the hash) ---------
 
-_POW10 = np.array([10 ** i for i in range(9)], dtype=np.int64)
+@functools.cache
+def _pow10():
+    """10 ** 0 .. 10 ** 8 as int64 (built on first use: numpy is imported lazily)."""
+    return np.array([10 ** i for i in range(9)], dtype=np.int64)
 _SPACE, _DOT, _MINUS, _ZERO = ord(" "), ord("."), ord("-"), ord("0")
 HASH_CHUNK_ROWS = 1 << 16  # rows formatted at a time (bounded scratch memory)
 
@@ -343,7 +350,7 @@ def canonical_buffer(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ip, fd = A // 10, A % 10
     nd = np.ones_like(ip)
     for k in range(1, 8):
-        nd += ip >= _POW10[k]
+        nd += ip >= _pow10()[k]
     tokens = neg + nd + 2  # sign, integer digits, ".", one digit
     lengths = tokens.sum(axis=1) + (N_FEATURES - 1)
     width = int(lengths.max()) if n else 0
@@ -356,7 +363,7 @@ def canonical_buffer(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = pos + negj
         for d in range(int(ndj.max()) if n else 0):
             m = d < ndj
-            p = _POW10[np.maximum(ndj[m] - 1 - d, 0)]
+            p = _pow10()[np.maximum(ndj[m] - 1 - d, 0)]
             flat[pos[m] + d] = (ipj[m] // p) % 10 + _ZERO
         pos = pos + ndj
         flat[pos] = _DOT

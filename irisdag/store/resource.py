@@ -35,7 +35,7 @@ from importlib import resources
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
+from irisdag.lazy import numpy as np  # imported on first use: a lookup needs none
 import redis
 
 from irisdag.core.keys import ID_PREFIX, SCHEME
@@ -255,10 +255,12 @@ def _labels_array(labels, n: int, version: str) -> np.ndarray:
 
 # One HSET field/value pair as RESP bulk strings: $32 <32 key bytes> $1 <digit>.
 # A structured dtype lets numpy lay out all pairs of a write at once.
-_PAIR = np.dtype([("head", "V5"), ("key", "V32"), ("mid", "V6"), ("label", "u1"), ("tail", "V2")])
-_PAIR_HEAD = np.frombuffer(b"$32\r\n", "V5")[0]
-_PAIR_MID = np.frombuffer(b"\r\n$1\r\n", "V6")[0]
-_PAIR_TAIL = np.frombuffer(b"\r\n", "V2")[0]
+@functools.cache
+def _pair_layout():
+    """The packed HSET field/value layout and its constant parts (numpy, built on first write)."""
+    return (np.dtype([("head", "V5"), ("key", "V32"), ("mid", "V6"), ("label", "u1"), ("tail", "V2")]),
+            np.frombuffer(b"$32\r\n", "V5")[0], np.frombuffer(b"\r\n$1\r\n", "V6")[0],
+            np.frombuffer(b"\r\n", "V2")[0])
 
 
 # ---- raw pipelines -------------------------------------------------------------
@@ -1105,6 +1107,7 @@ class StoreClient:
         # Small unsigned shard ids make numpy's stable argsort a radix sort.
         shard = (lead % np.uint32(n_shards)).astype(np.uint16 if n_shards <= 1 << 16 else np.uint32)
         order = np.argsort(shard, kind="stable")
+        _PAIR, _PAIR_HEAD, _PAIR_MID, _PAIR_TAIL = _pair_layout()
         pairs = np.empty(n, _PAIR)
         pairs["head"] = _PAIR_HEAD
         pairs["key"] = np.frombuffer(raw, "V32")[order]

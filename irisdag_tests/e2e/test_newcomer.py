@@ -106,7 +106,7 @@ PROBE = """
 import json, sys
 from irisdag.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "loaded": sorted(m for m in ("dagster", "pandas", "pydantic") if m in sys.modules)}),
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("dagster", "pandas", "pydantic", "numpy") if m in sys.modules)}),
       file=sys.stderr)
 """
 
