@@ -23,7 +23,7 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5", "dagster-celery==0.29.27"],
+        "dev": ["pytest>=8", "hypothesis>=6", "statsmodels>=0.14", "moto[server]>=5", "dagster-celery==0.29.27", "mutmut>=3.8,<4"],
         # Scoring on Dagster's Celery executor (same release as the pinned Dagster set).
         "celery": ["dagster-celery==0.29.27"],
         # The Feast peer baseline of `python -m benchmarks` (optional; skipped when absent). Feast's

@@ -53,3 +53,15 @@ def test_no_holdout_and_no_shares_serves_the_champion_without_hashing():
     r = Routing(champion="champ", salt=EDGE_SALT)
     assert all(route_key(k, r) == ("champion", "champ") for k in EDGE_KEYS.values())
     assert route_key("id:x", Routing()) == ("champion", None)
+
+
+def test_a_holdout_alone_or_shares_alone_still_hash_the_key():
+    holdout_only = Routing(champion="champ", holdout_bp=700, salt=EDGE_SALT)
+    assert route_key(EDGE_KEYS[699], holdout_only) == ("holdout", None)
+    assert route_key(EDGE_KEYS[700], holdout_only) == ("champion", "champ")
+    one_bp = Routing(champion="champ", holdout_bp=1, salt=EDGE_SALT)
+    assert route_key(EDGE_KEYS[0], one_bp) == ("holdout", None)
+    assert route_key(EDGE_KEYS[699], one_bp) == ("champion", "champ")
+    shares_only = Routing(champion="champ", shares=(("arm", 2500),), salt=EDGE_SALT)
+    assert route_key(EDGE_KEYS[700], shares_only) == ("challenger", "arm")
+    assert route_key(EDGE_KEYS[3199], shares_only) == ("champion", "champ")
