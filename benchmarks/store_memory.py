@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from irisdag.store import ServingStore  # noqa: E402
-from irisdag.store.resource import PRED_PREFIX, close_clients  # noqa: E402
+from irisdag.store.resource import close_clients, pred_key  # noqa: E402
 
 # A realistic version id: the SHA-256 of a model file (key names are part of the cost).
 VERSION = hashlib.sha256(b"benchmark model").hexdigest()
@@ -37,7 +37,7 @@ def measure(url: str, n: int, seed: int = 0) -> dict:
     keys = [hexes[i:i + 64] for i in range(0, 64 * n, 64)]
     labels = rng.integers(0, 3, n)
 
-    info = store.register_version(VERSION, VERSION, role="challenger", expected_keys=n)
+    store.register_version(VERSION, VERSION, role="challenger", expected_keys=n)
     store.set_validated(VERSION, True, "benchmark")
     before = int(client.info("memory")["used_memory"])
     start = time.perf_counter()
@@ -46,12 +46,13 @@ def measure(url: str, n: int, seed: int = 0) -> dict:
     after = int(client.info("memory")["used_memory"])
 
     # Every shard should still be a listpack (6.2: ziplist).
-    shards = int(info["shards"])
+    info = store.version_info(VERSION)
+    shards, layout = int(info["shards"]), int(info.get("layout") or 0)
     encodings: dict[str, int] = {}
     for lo in range(0, shards, 5000):
         pipe = client.pipeline(transaction=False)
         for s in range(lo, min(shards, lo + 5000)):
-            pipe.object("encoding", f"{PRED_PREFIX}{VERSION}:{s}")
+            pipe.object("encoding", pred_key(VERSION, s, layout=layout))
         for enc in pipe.execute():
             name = enc.decode() if isinstance(enc, bytes) else str(enc)
             encodings[name] = encodings.get(name, 0) + 1
@@ -66,7 +67,6 @@ def measure(url: str, n: int, seed: int = 0) -> dict:
     server = client.info("server")
     return {
         "keys": n, "added": added, "shards": shards,
-        "listpack_limit": store._listpack_entries(),
         "bytes_per_prediction": round((after - before) / n, 2),
         "write_seconds": round(seconds, 3), "writes_per_second": round(n / seconds),
         "lookup_10k_seconds": round(lookup_seconds, 4),
