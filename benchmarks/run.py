@@ -714,13 +714,13 @@ def main(argv=None) -> int:
         "keys_n": 200_000 if q else 1_000_000, "reps": 3,
         "store_n": 1_000_000, "singles": 1_000 if q else 3_000,
         "route_big": 1_000_000, "route_switches": 50 if q else 100,
-        "e2e_n": 100_000 if q else 1_000_000, "e2e_base_reps": 2,
-        "stream_rows": 2_000_000 if q else 10_000_000, "stream_reps": 1 if q else 2,
+        "e2e_n": 100_000 if q else 1_000_000, "e2e_base_reps": 1,
+        "stream_rows": 2_000_000 if q else 10_000_000, "stream_reps": 1,
         "parallel_rows": 1_000_000 if q else 4_000_000, "parallel_chunks": 2 if q else 4,
-        "parallel_reps": 1 if q else 2,
+        "parallel_reps": 1,
         "growth_total": 1_000_000 if q else 3_000_000, "growth_batch": 250_000 if q else 500_000,
         "growth_reps": 1 if q else 2,
-        "demo_sizes": [1_000_000] if q else [1_000_000, 3_000_000, 5_000_000],
+        "demo_sizes": [1_000_000] if q else [1_000_000, 3_000_000],
         "cli_n": 200_000 if q else 1_000_000, "cli_reps": 2 if q else 3, "feast_n": 50_000 if q else 200_000,
     }
     only = {s.strip() for s in args.only.split(",") if s.strip()}
