@@ -277,6 +277,20 @@ def test_scoring_user_writes_irisdag_keys_only_and_cannot_load_functions(clean_r
         admin.close()
 
 
+def test_scoring_user_grows_a_version_and_the_consumer_reads_it_in_bulk(clean_redis):
+    """Resharding runs with the scoring user's rights alone (the Lua reshard, WATCH/MULTI on the
+    version, UNLINK of the old layout), and the consumer's raw batch lookup needs only its own."""
+    pipeline = ServingStore(redis_url=clean_redis.url("scoring"), routing_url=clean_redis.url("routing"))
+    version, _ = _serve_something(pipeline)
+    D = np.frombuffer(np.random.default_rng(5).bytes(32 * 20_000), dtype="S32")
+    for start in range(0, len(D), 4_000):
+        pipeline.write_predictions(version, D[start:start + 4_000], np.full(4_000, 2))
+    assert int(pipeline.version_info(version)["layout"]) >= 2
+    consumer = ServingStore(redis_url=clean_redis.url("consumer"))
+    assert (consumer.lookup_digests(D).labels == 2).all()
+    assert {a["label"] for a in consumer.lookup(keyscheme.hex_of_digests(D[:50]))} == {"virginica"}
+
+
 def test_acl_file_from_the_template_matches_start_sh(clean_redis):
     rendered = render_acl(clean_redis.passwords)
     assert rendered == clean_redis.acl_file.read_text()
