@@ -55,7 +55,8 @@ def _newest_decision_id(config: DecisionConfig, serving_store: ServingStore) -> 
 
 
 def _decision_for(context, config: DecisionConfig, serving_store: ServingStore, action: str):
-    """The newest decision, which must be the one requested, say `action`, and concern the served champion."""
+    """The newest decision, which must be the one requested, say `action`, and concern the served champion;
+    routing None when this decision's operation was applied meanwhile (by a concurrent run)."""
     decision = serving_store.latest_decision() or {}
     did = decision.get("decision_id", "")
     if config.decision_id and did != config.decision_id:
@@ -65,6 +66,8 @@ def _decision_for(context, config: DecisionConfig, serving_store: ServingStore, 
         _refuse(context, f"the newest decision is {decision.get('decision')!r}, not {action}", serving_store, action, did)
     routing = serving_store.routing()
     if routing.champion != decision.get("champion"):
+        if serving_store.applied_operation(f"{action}:{did}") is not None:
+            return decision, None  # another run carried this decision out meanwhile: not a refusal
         _refuse(context, f"decision {did} was made against champion {decision.get('champion', '')[:12]}…, "
                          f"but {routing.champion[:12]}… is served now", serving_store, action, did)
     return decision, routing
@@ -78,6 +81,8 @@ def promote_challenger(context: OpExecutionContext, config: DecisionConfig, serv
     if done is not None:
         return done
     decision, routing = _decision_for(context, config, serving_store, "promote")
+    if routing is None:
+        return _already_applied(context, serving_store, f"promote:{decision['decision_id']}")
     champion, challenger, did = decision["champion"], decision["challenger"], decision["decision_id"]
     fields = {other: {"lifecycle": "aborted"} for other in {v for v, _ in routing.shares} - {challenger}}
     fields[challenger] = {"lifecycle": "promoted", "role": "champion"}  # the bandit's other arms: aborted
@@ -141,6 +146,8 @@ def abort_challenger(context: OpExecutionContext, config: DecisionConfig, servin
     if done is not None:
         return done
     decision, routing = _decision_for(context, config, serving_store, "abort")
+    if routing is None:
+        return _already_applied(context, serving_store, f"abort:{decision['decision_id']}")
     aborted = sorted({decision["challenger"], *[v for v, _ in routing.shares]} - {""})
     did = decision["decision_id"]
     ok, reason, epoch = serving_store.set_routing(
@@ -160,6 +167,8 @@ def ramp_challenger(context: OpExecutionContext, config: DecisionConfig, serving
     if done is not None:
         return done
     decision, routing = _decision_for(context, config, serving_store, "ramp")
+    if routing is None:
+        return _already_applied(context, serving_store, f"ramp:{decision['decision_id']}")
     shares = [(v, int(bp)) for v, bp in decision.get("shares_bp", {}).items() if int(bp) > 0]
     did = decision["decision_id"]
     ok, reason, epoch = serving_store.set_routing(

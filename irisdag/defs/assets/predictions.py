@@ -152,16 +152,18 @@ def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan)
     """Route the new experiment in one compare-and-set and record its plan; returns its id (the salt)."""
     routing = serving_store.routing()
     salt = secrets.token_hex(8)
+    # The plan is recorded before routing names it (a routed experiment never lacks its plan;
+    # a plan whose routing was refused is never read); the arms' lifecycle is written by the
+    # routing function itself, with the change.
+    serving_store.experiment_put(salt, {"plan": plan.to_dict(), "state": initial_state(plan),
+                                        "champion": routing.champion, "started_at": utc_now()})
     ok, reason, _ = serving_store.set_routing(
         routing.epoch, {"challenger": plan.arms[0], "strategy": plan.strategy, "salt": salt,
                         "holdout_bp": plan.holdout_bp, "shares": initial_shares(plan)},
-        action="start", run_id=context.run.run_id)
+        action="start", run_id=context.run.run_id,
+        version_fields={arm: {"lifecycle": plan.strategy} for arm in plan.arms})
     if not ok:
         raise RefusedVersion(f"could not start the {plan.strategy} experiment for {plan.arms[0][:12]}…: {reason}")
-    serving_store.experiment_put(salt, {"plan": plan.to_dict(), "state": initial_state(plan),
-                                        "champion": routing.champion, "started_at": utc_now()})
-    for arm in plan.arms:
-        serving_store.set_version_fields(arm, lifecycle=plan.strategy)
     return salt
 
 
