@@ -26,19 +26,25 @@ from irisdag.defs.chunked import score_window_in_chunks
 
 CELERY_KEY_PREFIX = "irisdag-celery:"
 CELERY_DB = 1
+# The broker/backend's own Redis ACL user: keys under its prefix only, no admin or dangerous
+# commands. Pub/sub channels stay open (&*): Celery's broadcast channels (worker control,
+# events) carry no prefix. `ACL SETUSER irisdag-celery on >PASSWORD <these rules>`.
+CELERY_ACL_RULES = (f"resetkeys resetchannels ~{CELERY_KEY_PREFIX}* &* "
+                    "-@all +@read +@write +@list +@hash +@set +@sortedset +@string +@keyspace +@pubsub "
+                    "+@transaction +@connection +@scripting +time -@admin -@dangerous")
 
 
-def celery_urls(redis_url: str, db: int = CELERY_DB) -> str:
-    """The broker/backend URL: the serving store's Redis (its user and password), database ``db``."""
-    base = redis_url.rstrip("/")
-    scheme, rest = base.split("://", 1)
-    host = rest.split("/", 1)[0]
-    return f"{scheme}://{host}/{db}"
+def celery_urls(redis_url: str, db: int = CELERY_DB, user: str = "", password: str = "") -> str:
+    """The broker/backend URL on the serving store's Redis server, database ``db``, as ``user`` if given."""
+    scheme, rest = redis_url.rstrip("/").split("://", 1)
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    auth = f"{user}:{password}@" if user else (rest.split("/", 1)[0].rsplit("@", 1)[0] + "@" if "@" in rest else "")
+    return f"{scheme}://{auth}{host}/{db}"
 
 
-def celery_executor_config(redis_url: str, db: int = CELERY_DB) -> dict:
+def celery_executor_config(redis_url: str, db: int = CELERY_DB, user: str = "", password: str = "") -> dict:
     """``execution.config`` for the Celery executor: broker and backend on ``redis_url``'s server."""
-    url = celery_urls(redis_url, db)
+    url = celery_urls(redis_url, db, user, password)
     prefix = {"global_keyprefix": CELERY_KEY_PREFIX}
     return {
         "broker": url,
@@ -53,14 +59,15 @@ def celery_executor_config(redis_url: str, db: int = CELERY_DB) -> dict:
 
 
 def celery_run_config(partition: str, redis_url: str, *, chunk_keys: int | None = None,
-                      versions: list[str] | None = None, db: int = CELERY_DB) -> dict:
+                      versions: list[str] | None = None, db: int = CELERY_DB, user: str = "",
+                      password: str = "") -> dict:
     """The whole run config of ``score_window_on_celery`` for one window."""
     config: dict = {"partition": partition}
     if chunk_keys is not None:
         config["chunk_keys"] = int(chunk_keys)
     if versions:
         config["versions"] = list(versions)
-    return {"execution": {"config": celery_executor_config(redis_url, db)},
+    return {"execution": {"config": celery_executor_config(redis_url, db, user, password)},
             "ops": {"plan_score_chunks": {"config": config}}}
 
 

@@ -16,11 +16,12 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 import yaml
 
 from irisdag import serving
-from irisdag.defs.celery import CELERY_KEY_PREFIX, celery_executor_config, celery_run_config
+from irisdag.defs.celery import CELERY_ACL_RULES, CELERY_KEY_PREFIX, celery_executor_config, celery_run_config
 from irisdag.defs.chunked import score_window_chunked_job
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import import_model
@@ -92,10 +93,15 @@ def test_a_large_window_scored_on_two_celery_workers_stores_what_an_in_process_r
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     worker_yaml = tmp_path / "celery.yaml"
-    worker_yaml.write_text(yaml.safe_dump({"execution": {"config": celery_executor_config(store_url)}}))
+    # Celery's own ACL user, limited to its key prefix: the broker and backend run as it.
+    password = uuid.uuid4().hex
+    admin = redis.Redis.from_url(store_url)
+    admin.execute_command("ACL", "SETUSER", "irisdag-celery", "reset", "on", f">{password}", *CELERY_ACL_RULES.split())
+    creds = {"user": "irisdag-celery", "password": password}
+    worker_yaml.write_text(yaml.safe_dump({"execution": {"config": celery_executor_config(store_url, **creds)}}))
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(yaml.safe_dump(
-        celery_run_config(PARTITION, store_url, chunk_keys=CHUNK_KEYS, versions=[version])))
+        celery_run_config(PARTITION, store_url, chunk_keys=CHUNK_KEYS, versions=[version], **creds)))
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, DAGSTER_HOME=str(home), REDIS_URL=store_url, IRISDAG_ARTIFACTS_DIR=str(celery_dir),
                PYTHONPATH=str(REPO), PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
@@ -114,7 +120,7 @@ def test_a_large_window_scored_on_two_celery_workers_stores_what_an_in_process_r
             w.wait_until(lambda w=w: _worker_ready(w), timeout=180, what=f"{w.name} ready")
         run = subprocess.run([str(Path(bindir) / "dagster"), "job", "execute", "-m", "irisdag.definitions",
                               "-j", "score_window_on_celery", "-c", str(run_yaml)],
-                             env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+                             env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=400)
         assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:],
                                      [w.log_tail() for w in workers])
     finally:
@@ -143,3 +149,8 @@ def test_a_large_window_scored_on_two_celery_workers_stores_what_an_in_process_r
     assert not any(k.startswith(CELERY_KEY_PREFIX.encode())
                    for k in redis.Redis.from_url(store_url).scan_iter(count=1000))
     shutil.rmtree(home / "dagster_celery", ignore_errors=True)
+    # The user really is limited: nothing outside its prefix.
+    celery_user = redis.Redis.from_url(celery_executor_config(store_url, **creds)["broker"])
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        celery_user.get("irisdag:routing")
+    admin.execute_command("ACL", "DELUSER", "irisdag-celery")
