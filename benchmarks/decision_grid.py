@@ -167,7 +167,9 @@ def _triggered(right1, wrong1, right2, wrong2, n_total, candidates, sim: GridSim
     ([0, rows judged, arms]), so a replay through the strategy gives the same trigger.
     """
     out = np.zeros(len(candidates), dtype=bool)
-    for i in np.flatnonzero(candidates):
+    # Only where the normal approximation is near the threshold can the Monte Carlo reach it.
+    near = candidates & (_p_best(right1, right1 + wrong1, right2, right2 + wrong2) >= sim.threshold - 0.05)
+    for i in np.flatnonzero(near):
         rng = np.random.default_rng([0, int(n_total[i]), 1])
         p = stats.prob_best([right1[i], right2[i]], [wrong1[i], wrong2[i]], 20_000, rng)
         out[i] = p[1] >= sim.threshold

@@ -37,7 +37,6 @@ __all__ = [
     "paired_diff_interval",
     "confidence_sequence",
     "normal_mixture_radius",
-    "stratified_difference",
     "noninferiority_lambda",
     "two_proportion_z",
     "fisher",
@@ -390,31 +389,6 @@ def normal_mixture_radius(v: float, rho: float, alpha: float) -> float:
         raise ValueError(f"v must be >= 0, got {v!r}")
     total = v + rho
     return math.sqrt(total * math.log(total / (rho * alpha * alpha)))
-
-
-def stratified_difference(strata: Iterable[Sequence[int]]) -> tuple[float, float, float]:
-    """Batch-stratified difference of two independent proportions.
-
-    For strata ``(k1, n1, k2, n2)`` returns ``(U, W, V)`` with weights
-    ``w_j = n1·n2/(n1 + n2)``, ``U = Σ w_j (p̂2_j − p̂1_j)``, ``W = Σ w_j`` and the
-    (unpooled) variance of U, ``V = Σ w_j² (p̂1_j q̂1_j / n1 + p̂2_j q̂2_j / n2)``.
-    ``U/W`` estimates the common difference p₂ − p₁; a confidence sequence
-    for it is ``(U ± normal_mixture_radius(V, ρ, α)) / W``. Strata with an
-    empty arm carry no weight.
-    """
-    u = w_sum = v = 0.0
-    for stratum in strata:
-        k1, n1, k2, n2 = (_count(nm, x) for nm, x in zip(("k1", "n1", "k2", "n2"), stratum))
-        if k1 > n1 or k2 > n2:
-            raise ValueError(f"successes exceed rows in stratum {tuple(stratum)!r}")
-        if n1 == 0 or n2 == 0:
-            continue
-        w = n1 * n2 / (n1 + n2)
-        p1, p2 = k1 / n1, k2 / n2
-        u += w * (p2 - p1)
-        w_sum += w
-        v += w * w * (p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return (u, w_sum, v)
 
 
 def noninferiority_lambda(s_n: float, n: int, s2: float, rho: float, margin: float) -> float:

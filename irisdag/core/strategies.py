@@ -814,7 +814,7 @@ def decide_canary(evidence: PairedEvidence | UnpairedEvidence, state: CanaryStat
 
     The sequence for Δ = challenger − champion accuracy over all evidence so
     far (paired: :func:`stats.confidence_sequence` on the per-row differences;
-    unpaired: the batch-stratified difference, :func:`stats.stratified_difference`):
+    unpaired: one Bernoulli confidence sequence per arm at α/2, :func:`stats.bernoulli_cs`):
 
     - upper bound < 0 → abort (share 0), at any time;
     - ``min_rows_per_step`` rows judged in this step and lower bound > −δ →

@@ -236,14 +236,6 @@ def test_stratified_msprt_one_batch_equals_unpaired_and_resists_simpson():
     assert stats.stratified_unpaired_msprt(strata, 1e-3) < 1.0
 
 
-def test_stratified_difference_estimates_the_common_difference():
-    u, w, v = stats.stratified_difference([(1710, 1800, 190, 200), (160, 200, 1440, 1800)])
-    assert u / w == pytest.approx(0.0, abs=1e-12)
-    u, w, v = stats.stratified_difference([(80, 100, 90, 100)])
-    assert u / w == pytest.approx(0.10)
-    assert v / w**2 == pytest.approx(0.8 * 0.2 / 100 + 0.9 * 0.1 / 100)
-
-
 # ------------------------------------------------------------------ intervals
 @FAST
 @given(st.integers(0, 400), st.integers(1, 400), st.sampled_from([0.8, 0.9, 0.95, 0.99]))
