@@ -78,8 +78,9 @@ def test_asset_graph_shows_every_asset_with_checks_passed(loopback_stack, out_di
     for asset in ASSETS:
         assert asset in dom, f"the asset graph does not show {asset}"
     assert "Passed" in dom and "Failed" not in dom
-    # champion_model's four checks (validity and the three serving-store checks) all passed.
-    assert "4 / 4 Passed" in dom
+    # champion_model's five checks (validity, the three serving-store checks, the misses'
+    # dead letters) all passed.
+    assert "5 / 5 Passed" in dom
 
 
 def test_comparison_page_shows_the_decision_table(loopback_stack, out_dir, tmp_path):
