@@ -133,6 +133,16 @@ local function parse_shares(text)
   return arms
 end
 
+-- What a lookup needs of the routing hash (HGET only: the consumer's ACL):
+-- champion (false when none), the arms in order, holdout_bp and the salt.
+local function read_routing(rkey)
+  local champion = redis.call('HGET', rkey, 'champion')
+  if champion == '' then champion = false end
+  local arms = parse_shares(redis.call('HGET', rkey, 'shares'))
+  local holdout = tonumber(redis.call('HGET', rkey, 'holdout_bp') or '0') or 0
+  return champion, arms, holdout, redis.call('HGET', rkey, 'salt') or ''
+end
+
 -- ---------------------------------------------------------------------------
 -- lookup (no-writes)
 -- KEYS[1] = irisdag:routing; ARGV = input keys (64-hex or id:<id>).
@@ -141,12 +151,7 @@ end
 -- ---------------------------------------------------------------------------
 local function lookup(keys, args)
   init()
-  local rkey = keys[1]
-  local champion = redis.call('HGET', rkey, 'champion')
-  if champion == '' then champion = false end
-  local arms = parse_shares(redis.call('HGET', rkey, 'shares'))
-  local holdout = tonumber(redis.call('HGET', rkey, 'holdout_bp') or '0') or 0
-  local salt = redis.call('HGET', rkey, 'salt') or ''
+  local champion, arms, holdout, salt = read_routing(keys[1])
   -- The common champion-only case needs no hash at all.
   local hashing = holdout > 0 or #arms > 0
 
@@ -215,12 +220,7 @@ end
 -- ---------------------------------------------------------------------------
 local function lookup_digests(keys, args)
   init()
-  local rkey = keys[1]
-  local champion = redis.call('HGET', rkey, 'champion')
-  if champion == '' then champion = false end
-  local arms = parse_shares(redis.call('HGET', rkey, 'shares'))
-  local holdout = tonumber(redis.call('HGET', rkey, 'holdout_bp') or '0') or 0
-  local salt = redis.call('HGET', rkey, 'salt') or ''
+  local champion, arms, holdout, salt = read_routing(keys[1])
   local hashing = holdout > 0 or #arms > 0
   if #arms > 60 then return redis.error_reply('lookup_digests answers at most 60 arms') end
   local blob = args[1] or ''
