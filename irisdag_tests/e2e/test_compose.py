@@ -54,10 +54,12 @@ def test_compose_file_validates_and_wires_the_stack():
         assert env["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
     code_env = services["code"]["environment"]
     assert code_env["IRISDAG_DEPLOYMENT"] == "production"
-    assert code_env["REDIS_URL"].startswith(f"redis://{ACL_USERS['pipeline']}:")
-    # Least privilege: only the code server (and the runs it starts) holds the Redis credential.
-    assert "REDIS_URL" not in services["webserver"]["environment"]
-    assert "REDIS_URL" not in services["daemon"]["environment"]
+    # Scoring as the scoring user; routing changes (promote, rollback, abort, ramp) as the routing user.
+    assert code_env["REDIS_URL"].startswith(f"redis://{ACL_USERS['scoring']}:")
+    assert code_env["IRISDAG_ROUTING_REDIS_URL"].startswith(f"redis://{ACL_USERS['routing']}:")
+    # Least privilege: only the code server (and the runs it starts) holds the Redis credentials.
+    for name in ("webserver", "daemon"):
+        assert not {"REDIS_URL", "IRISDAG_ROUTING_REDIS_URL"} & set(services[name]["environment"])
     # The code server waits for the deploy-time steps; the webserver and daemon for a healthy code server.
     assert services["code"]["depends_on"]["redis-init"]["condition"] == "service_completed_successfully"
     assert services["code"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
