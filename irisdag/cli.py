@@ -197,20 +197,9 @@ def fallback_answers(store, model_path: str, misses: list[dict]) -> dict:
 
 # ---- status / rollback ------------------------------------------------------------
 
-def role_in(routing, version: str) -> str:
-    """A version's role, from routing alone (the stored `role` field can be stale)."""
-    if version == routing.champion:
-        return "champion"
-    if version == routing.challenger or any(version == v for v, _ in routing.shares):
-        return "challenger"
-    if version == routing.previous:
-        return "previous"
-    return "-"
-
-
 def status_dict(store) -> dict:
     routing = store.routing()
-    versions = [{**v, "role": role_in(routing, v["version"])}
+    versions = [{**v, "role": routing.role_of(v["version"])}
                 for v in sorted(store.versions(), key=lambda v: v.get("created_at", ""))]
     return {"routing": routing.to_hash() | {"shares": dict(routing.shares)},
             "versions": versions, "decision": store.latest_decision()}

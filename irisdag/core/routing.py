@@ -74,6 +74,17 @@ class Routing:
             "epoch": str(int(self.epoch)), "updated_at": self.updated_at,
         }
 
+    def role_of(self, version: str) -> str:
+        """A version's role, from routing alone (a version's stored `role` field can be stale):
+        champion, challenger (the challenger or any arm of `shares`), previous, or "-"."""
+        if version == self.champion:
+            return "champion"
+        if version == self.challenger or any(version == v for v, _ in self.shares):
+            return "challenger"
+        if version == self.previous:
+            return "previous"
+        return "-"
+
     def versions(self) -> list[str]:
         """Every version this routing can send traffic to or roll back to."""
         out = []

@@ -65,3 +65,11 @@ def test_a_holdout_alone_or_shares_alone_still_hash_the_key():
     shares_only = Routing(champion="champ", shares=(("arm", 2500),), salt=EDGE_SALT)
     assert route_key(EDGE_KEYS[700], shares_only) == ("challenger", "arm")
     assert route_key(EDGE_KEYS[3199], shares_only) == ("champion", "champ")
+
+
+def test_roles_come_from_routing_alone():
+    routing = Routing(champion="c", previous="p", challenger="ch", shares=(("ch", 500), ("arm2", 500)))
+    assert [routing.role_of(v) for v in ("c", "p", "ch", "arm2", "old")] == \
+        ["champion", "previous", "challenger", "challenger", "-"]
+    # A version that is both champion and previous (a degenerate routing) is the champion.
+    assert Routing(champion="c", previous="c").role_of("c") == "champion"
