@@ -45,3 +45,19 @@ def dagster_env(tmp_path, redis_url):
     (tmp_path / "dagster").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         yield instance, resources
+
+
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A Redis Cluster (3 masters + 3 replicas, Debian's 7.0) on loopback for one test module.
+
+    Module scope: a module may kill nodes (``kill``/``wait_for_failover``/``restart``)
+    without leaking a changed topology into other modules. ``flushall()`` empties it.
+    """
+    from irisdag_tests.support.redis_cluster import RedisTestCluster
+
+    cluster = RedisTestCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
