@@ -216,7 +216,7 @@ class RedisTestCluster:
     def restart(self, node: RedisServer, timeout: float = 30.0) -> RedisServer:
         """Start a stopped or killed node again on its port and folder and wait until it has rejoined."""
         node.start()
-        self.wait_ok(self.live_nodes(), timeout=timeout)
+        self.wait_ok(self.live_nodes(), timeout=timeout, back=node)
         return node
 
     def wait_for_failover(self, killed: RedisServer, timeout: float = 30.0) -> float:
@@ -229,13 +229,18 @@ class RedisTestCluster:
         return time.monotonic() - started
 
     def wait_ok(self, nodes: Sequence[RedisServer], timeout: float = 30.0, gone: RedisServer | None = None,
-                replicas_linked: bool = False) -> None:
-        """Wait until each of ``nodes`` reports cluster_state:ok, all slots ok, and agrees who serves them."""
+                replicas_linked: bool = False, back: RedisServer | None = None) -> None:
+        """Wait until each of ``nodes`` reports cluster_state:ok, all slots ok, and agrees who serves them.
+
+        ``gone``: every node also sees that node as failed and serving no slot.
+        ``back``: every node also sees that node alive again, serving slots or replicating
+        (a master that lost its slots while down comes back as a replica).
+        """
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         while True:
             try:
-                problem = self._problem(nodes, gone, replicas_linked)
+                problem = self._problem(nodes, gone, replicas_linked, back)
             except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if problem is None:
@@ -245,7 +250,7 @@ class RedisTestCluster:
                 raise TimeoutError(f"cluster not whole after {timeout:.0f}s: {last}")
             time.sleep(0.05)
 
-    def _problem(self, nodes, gone, replicas_linked) -> str | None:
+    def _problem(self, nodes, gone, replicas_linked, back) -> str | None:
         for node in nodes:
             client = node.client(socket_timeout=2, socket_connect_timeout=1, decode_responses=True)
             try:
@@ -261,6 +266,10 @@ class RedisTestCluster:
                     seen = [v for v in views if v.port == gone.port]
                     if seen and not ("fail" in seen[0].flags and not seen[0].slots):
                         return f"port {node.port}: sees port {gone.port} as {','.join(sorted(seen[0].flags))}"
+                if back is not None:
+                    seen = [v for v in views if v.port == back.port]
+                    if not seen or seen[0].failed or (seen[0].is_master and not seen[0].slots):
+                        return f"port {node.port}: does not see port {back.port} back (as a replica) yet"
                 if replicas_linked and "slave" in {f for v in views if v.port == node.port for f in v.flags}:
                     repl = client.info("replication")
                     if repl.get("master_link_status") != "up":
