@@ -27,8 +27,10 @@ import functools
 import hashlib
 import json
 import math
+import random
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -161,6 +163,71 @@ class _Conn:
 _CONNS: dict[str, _Conn] = {}
 _ROUTING_STORES: dict[str, "StoreClient"] = {}
 _CONNS_LOCK = threading.Lock()
+
+# ---- read replicas (docs/replicas.md) ------------------------------------------
+
+READ_URLS_ENV = "IRISDAG_REDIS_READ_URLS"
+REPLICA_RETRY_AFTER = 5.0  # seconds a replica that could not answer is skipped
+REPLICA_SOCKET_TIMEOUT = 10.0  # one lookup call's reply takes milliseconds; a hung replica is given up on
+
+
+def parse_read_urls(text: str, primary_url: str) -> tuple[str, ...]:
+    """The replica URLs of IRISDAG_REDIS_READ_URLS (comma-separated), checked.
+
+    Refused (ValueError, one line naming the value) without a REDIS_URL: the
+    embedded server (Redis 6.2, lookups by EVALSHA) has no replicas.
+    """
+    urls = tuple(u.strip() for u in (text or "").split(",") if u.strip())
+    if not urls:
+        return ()
+    if not (primary_url or "").strip():
+        raise ValueError(f"{READ_URLS_ENV} is set ({', '.join(redact_url(u) for u in urls)}) but REDIS_URL is not: "
+                         "the embedded server has no replicas; set REDIS_URL to the primary or unset "
+                         f"{READ_URLS_ENV}")
+    for url in urls:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{READ_URLS_ENV}: {redact_url(url)!r} is not a redis:// or rediss:// URL")
+    return urls
+
+
+class _ReadSet:
+    """A process's replicas for lookups: round robin from a random start, skipping for
+    REPLICA_RETRY_AFTER seconds a replica that could not answer."""
+
+    def __init__(self, urls: tuple[str, ...]):
+        self.urls = urls
+        self.next = random.randrange(len(urls))
+        self.down_until: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def order(self) -> list[str]:
+        """The replicas to try for one lookup, in order (the primary comes after them)."""
+        with self.lock:
+            start, self.next = self.next, (self.next + 1) % len(self.urls)
+        now = time.monotonic()
+        rotated = self.urls[start:] + self.urls[:start]
+        return [u for u in rotated if self.down_until.get(u, 0.0) <= now]
+
+    def mark_down(self, url: str) -> None:
+        self.down_until[url] = time.monotonic() + REPLICA_RETRY_AFTER
+
+
+_READ_SETS: dict[tuple[str, ...], _ReadSet] = {}
+
+
+def _replica_unavailable(err: BaseException) -> bool:
+    """Whether a replica's failure means "ask the next one, then the primary"."""
+    if isinstance(err, redis.AuthenticationError):
+        return False  # misconfigured credentials: said, not hidden behind the primary
+    # Down, unreachable, hung, loading its data (BusyLoadingError), or MASTERDOWN: its link to
+    # the primary is down and it runs with replica-serve-stale-data no (docs/replicas.md).
+    if isinstance(err, (redis.ConnectionError, redis.TimeoutError, OSError, redis.exceptions.MasterDownError)):
+        return True
+    text = str(err).lower()
+    # The library has not reached it yet (FUNCTION LOAD replicates).
+    return isinstance(err, redis.ResponseError) and (
+        text.startswith(("masterdown", "loading")) or "function not found" in text)
 
 
 def redact_url(url: str) -> str:
@@ -486,11 +553,14 @@ class StoreClient:
     lookup starts fast); `ServingStore` is the same class as a Dagster resource.
     """
 
-    def __init__(self, redis_url: str = "", routing_url: str = ""):
+    def __init__(self, redis_url: str = "", routing_url: str = "", read_urls: str = ""):
         self.redis_url = redis_url
         # The Redis routing user's URL (IRISDAG_ROUTING_REDIS_URL), used only to change routing
         # (the Lua `route`) and to audit refused routing attempts; empty: redis_url.
         self.routing_url = routing_url
+        # Replicas that answer `lookup` and `lookup_digests` (IRISDAG_REDIS_READ_URLS,
+        # comma-separated; docs/replicas.md); everything else, misses included, goes to redis_url.
+        self.read_urls = parse_read_urls(read_urls, redis_url)
 
     @classmethod
     def from_env(cls):
@@ -498,7 +568,8 @@ class StoreClient:
         import os
 
         return cls(redis_url=os.environ.get("REDIS_URL", ""),
-                   routing_url=os.environ.get("IRISDAG_ROUTING_REDIS_URL", ""))
+                   routing_url=os.environ.get("IRISDAG_ROUTING_REDIS_URL", ""),
+                   read_urls=os.environ.get(READ_URLS_ENV, ""))
 
     def routing_store(self) -> "StoreClient":
         """The store as the routing user (DESIGN §3): itself when no routing URL is set."""
@@ -1223,7 +1294,7 @@ class StoreClient:
                             "version": text[version] if version else None, "route": text[route]})
             parts[i] = out
 
-        self._call_chunks("lookup", [ROUTING_KEY], chunks, decode, readonly=True)
+        self._call_chunks("lookup", [ROUTING_KEY], chunks, decode, readonly=True, replicas=True)
         return parts[0] if len(parts) == 1 else [d for part in parts for d in part]
 
     def lookup_digests(self, digests) -> BatchAnswers:
@@ -1253,6 +1324,8 @@ class StoreClient:
         versions: list[str] = []
 
         def take(i: int, reply) -> None:
+            if i == 0:
+                versions.clear()  # a call that starts over (reload, another replica) starts afresh
             part = np.frombuffer(reply[0], np.uint8)
             names = [_s(v) for v in reply[1:]]
             if names != versions[:len(names)] or (i and len(names) != len(versions)):
@@ -1266,15 +1339,63 @@ class StoreClient:
                 part = remap[part]
             codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
 
-        self._call_chunks("lookup_digests", [ROUTING_KEY], chunks, take, readonly=True)
+        self._call_chunks("lookup_digests", [ROUTING_KEY], chunks, take, readonly=True, replicas=True)
         return BatchAnswers(codes, tuple(versions))
 
+    # ---- read replicas (docs/replicas.md) ------------------------------------------
+
+    def _read_set(self) -> _ReadSet | None:
+        urls = getattr(self, "read_urls", ())  # the Dagster resource has none: the pipeline reads its writes
+        if not urls:
+            return None
+        reads = _READ_SETS.get(urls)
+        if reads is None:
+            with _CONNS_LOCK:
+                reads = _READ_SETS.setdefault(urls, _ReadSet(urls))
+        return reads
+
+    def _replica_conn(self, url: str) -> _Conn:
+        cache_key = f"replica:{url}"
+        conn = _CONNS.get(cache_key)
+        if conn is None:
+            with _CONNS_LOCK:
+                conn = _CONNS.get(cache_key)
+                if conn is None:
+                    client = redis.Redis.from_url(url, socket_timeout=REPLICA_SOCKET_TIMEOUT,
+                                                  socket_connect_timeout=2)
+                    conn = _CONNS[cache_key] = _Conn(client=client)
+        if not self._server_has_functions(conn):
+            raise StoreError(f"{READ_URLS_ENV}: {redact_url(url)} runs Redis < 7; lookups on replicas need "
+                             "FCALL_RO (Redis >= 7): unset it or upgrade the replicas")
+        return conn
+
     def _call_chunks(self, name: str, keys: Sequence[str], arg_lists: list[list[str]], on_reply, *,
-                     readonly: bool) -> None:
+                     readonly: bool, replicas: bool = False) -> None:
         """`_call_many` for long argument lists of str: packed here, replies read off the socket
-        and handed to ``on_reply(index, reply)`` as each arrives. Same reload-and-retry rules."""
-        conn = self._conn()
-        self.ensure_functions()
+        and handed to ``on_reply(index, reply)`` as each arrives. Same reload-and-retry rules.
+
+        ``replicas`` (read-only functions): ask the read replicas first, in turn; one that
+        cannot answer is skipped for a while and the next one, then the primary, answers.
+        """
+        reads = self._read_set() if replicas and readonly else None
+        for url in reads.order() if reads else ():
+            try:
+                conn = self._replica_conn(url)
+                self._chunks_on(conn, name, keys, arg_lists, on_reply, readonly=True, replica=True)
+                return
+            except redis.AuthenticationError as err:
+                raise StoreError(f"the read replica {redact_url(url)} ({READ_URLS_ENV}) refused the credentials: "
+                                 f"{err}") from err
+            except Exception as err:  # noqa: BLE001 - sorted by _replica_unavailable
+                if not _replica_unavailable(err):
+                    raise
+                reads.mark_down(url)
+        self._chunks_on(self._conn(), name, keys, arg_lists, on_reply, readonly=readonly)
+
+    def _chunks_on(self, conn: _Conn, name: str, keys: Sequence[str], arg_lists: list[list[str]], on_reply, *,
+                   readonly: bool, replica: bool = False) -> None:
+        if not replica:
+            self.ensure_functions()  # a replica gets the library by replication, never loads it
         for attempt in range(2):
             if conn.functions:
                 head = ["FCALL_RO" if readonly else "FCALL", name, str(len(keys)), *keys]
@@ -1315,7 +1436,7 @@ class StoreClient:
                 pool.release(c)
             if not errors:
                 return
-            if attempt == 0 and self._reload_after(errors, conn):
+            if attempt == 0 and not replica and self._reload_after(errors, conn):
                 continue
             raise errors[0]
 

@@ -4,6 +4,9 @@
 ``break_after_pong()`` arms it: once it has relayed a PONG (a resource's
 start-up ping), it closes every connection and every new one until ``heal()``.
 The client sees real socket errors, as when Redis restarts or the network drops.
+``break_now()`` drops every connection at once (until ``heal()``). ``hold()`` stops
+relaying bytes, both ways, without closing anything (a stalled link: a replica
+behind it stays connected but receives nothing) until ``release()``.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ class FlakyProxy:
         self.port = self.listener.getsockname()[1]
         self.broken = threading.Event()
         self.armed = threading.Event()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.dropped = 0
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -36,6 +41,16 @@ class FlakyProxy:
 
     def heal(self) -> None:
         self.broken.clear()
+
+    def break_now(self) -> None:
+        self.broken.set()
+        self._drop_all()
+
+    def hold(self) -> None:
+        self.flowing.clear()
+
+    def release(self) -> None:
+        self.flowing.set()
 
     def close(self) -> None:
         self._closed = True
@@ -74,6 +89,7 @@ class FlakyProxy:
                 data = src.recv(65536)
                 if not data or self.broken.is_set():
                     break
+                self.flowing.wait()
                 dst.sendall(data)
                 if from_server and self.armed.is_set() and b"+PONG\r\n" in data:
                     self.armed.clear()

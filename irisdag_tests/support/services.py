@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import redis
 
@@ -91,13 +92,18 @@ class MotoS3:
 class AclRedis:
     """Redis 7 with the deploy ACL users, via deploy/redis/start.sh; URLs per role."""
 
-    def __init__(self, directory: Path, marker: str = "", load_functions: bool = True):
+    def __init__(self, directory: Path, marker: str = "", load_functions: bool = True,
+                 passwords: dict[str, str] | None = None, extra_args: Sequence[str] = ()):
+        """``passwords`` (role -> password): the same users as another server (a replica's);
+        ``extra_args`` go to redis-server (e.g. ``--replicaof``)."""
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.marker = marker
         from irisdag.defs.production import ACL_USERS
 
-        self.passwords = {role: f"{role}-{secrets.token_hex(8)}" for role in ACL_USERS}
+        self.passwords = dict(passwords) if passwords else {
+            role: f"{role}-{secrets.token_hex(8)}" for role in ACL_USERS}
+        self.extra_args = list(extra_args)
         self.port = 0
         self.proc: Proc | None = None
         self._load = load_functions
@@ -120,7 +126,7 @@ class AclRedis:
         for _ in range(3):
             self.port = free_port()
             self.proc = Proc("redis", ["/bin/sh", str(DEPLOY / "redis" / "start.sh"), "--port", str(self.port),
-                                       "--bind", "127.0.0.1", "--dir", str(self.dir)],
+                                       "--bind", "127.0.0.1", "--dir", str(self.dir), *self.extra_args],
                              self.dir / "redis.log", env=env, marker=self.marker)
             try:
                 self.proc.wait_until(self._ping_admin, 30, "answering PING as irisdag-admin")
