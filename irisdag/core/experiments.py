@@ -15,6 +15,7 @@ import numpy as np
 
 from irisdag.core import strategies
 from irisdag.core.decision import DecisionRecord, utc_now
+from irisdag.core.keys import digests_of_quantized
 from irisdag.core.routing import Routing, route_key
 
 STRATEGIES = ("single", "shadow", "ab", "canary", "bandit")
@@ -172,6 +173,52 @@ def judge_rows(inverse, trained_key, owned_key) -> Judging:
     first_row = first_of_each(inverse)
     judged = first_row & owned_key[inverse] & ~excluded
     return Judging(judged=judged, excluded=excluded, repeated=~excluded & ~judged)
+
+
+def feature_tokens(digests, quantized, keyed_by_id: bool) -> np.ndarray:
+    """uint64 token per distinct key of a batch, named by the input's features whatever the batch is keyed by.
+
+    A feature-keyed batch's ``digests`` are already the features' digests; an
+    id-keyed batch's are not (they name the id), so its inputs are named by
+    the digests of their ``quantized`` features.
+    """
+    if keyed_by_id:
+        return digest_tokens(digests_of_quantized(np.asarray(quantized)))
+    return digest_tokens(digests)
+
+
+def judge_window(inverse, features, trained_hex_keys, *, ids=None, claim=None) -> Judging:
+    """The comparison's rule for which rows of one window are judged (pure; the asset supplies the claim).
+
+    ``features``: :func:`feature_tokens` per distinct key; ``inverse``: each
+    row's distinct key; ``trained_hex_keys``: one list of 64-hex feature keys
+    per compared version (the champion and every arm) that it trained on;
+    ``ids``: the :func:`id_tokens` of an id-keyed batch's keys (None when keyed
+    by features); ``claim(tokens) -> bool array``: which of these inputs this
+    window is the first in the experiment to judge (the store's
+    ``claim_inputs``; None judges every candidate, as in a one-window
+    replay). A key is a candidate when no compared version trained on its
+    features and it is the first key of its features in this window (an id
+    batch may carry one input under several ids); a candidate is owned when
+    the claim grants its features and, in an id batch, its id too (both are
+    claimed, so neither comes back later).
+    """
+    features = np.asarray(features, dtype=np.uint64)
+    trained = np.zeros(0, dtype=np.uint64)
+    for hex_keys in trained_hex_keys:
+        trained = np.union1d(trained, hex_tokens(hex_keys))
+    trained_key = np.isin(features, trained)
+    candidate = ~trained_key & first_of_each(features)
+    if claim is None:
+        owned = candidate
+    else:
+        idx = np.flatnonzero(candidate)
+        got = np.asarray(claim(features[idx]), dtype=bool)
+        if ids is not None:
+            got = got & np.asarray(claim(np.asarray(ids, dtype=np.uint64)[idx]), dtype=bool)
+        owned = np.zeros(len(features), dtype=bool)
+        owned[idx] = got
+    return judge_rows(inverse, trained_key, owned & candidate)
 
 
 @dataclass

@@ -76,8 +76,12 @@ def test_lua_lookup_puts_keys_exactly_on_holdout_and_share_edges_on_the_right_si
         1, {"challenger": names["arm2"], "strategy": "bandit", "holdout_bp": 700, "salt": EDGE_SALT,
             "shares": {names["arm2"]: 2500, names["arm1"]: 1500}}, action="ramp")
     assert ok, reason
+    want = {b: (route, names[v] if v else None) for b, (route, v) in EDGE_ROUTES.items()}
     got = {b: (a["route"], a["version"]) for b, a in zip(EDGE_KEYS, store.lookup(keys))}
-    assert got == {b: (route, names[v] if v else None) for b, (route, v) in EDGE_ROUTES.items()}
+    assert got == want
+    # The batch path (raw 32-byte keys, its own copy of the edges in Lua) puts them on the same side.
+    raw = store.lookup_digests(np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32")).records(keys)
+    assert {b: (a["route"], a["version"]) for b, a in zip(EDGE_KEYS, raw)} == want
 
 
 def test_lookup_routes_like_the_python_reference(store):

@@ -130,6 +130,7 @@ def test_bernoulli_cs_is_exact_at_tiny_n_and_never_a_point():
     assert stats.bernoulli_mixture_log_lambda(900, 1000, lo) == pytest.approx(math.log(40), abs=1e-6)
 
 
+@pytest.mark.slow_sim
 def test_bernoulli_cs_holds_at_every_look_by_simulation():
     # 4,000 paths of 300 Bernoulli(0.9) rows, a look after every row: the share of paths whose
     # sequence ever excludes 0.9 stays within α (a plug-in normal sequence fails here).
@@ -211,6 +212,20 @@ def test_bandit_under_outcome_feedback_uses_the_unpaired_confirmatory_test():
     assert rec.decision == "abort"
     with pytest.raises(TypeError, match="every arm"):
         decide_bandit({"x": better, "y": _paired(1, 2)}, BanditState(arms=("x", "y")))
+
+
+def test_outcome_bandit_splits_the_arms_alpha_over_its_arms():
+    # Champion 4,500/5,000 (its sequence at α/2 ends at 0.91634); an arm at 4,661/5,000 has its lower
+    # bound above that at α/2 (0.91665) but not at α/(2·2) (0.91598): one arm is promoted, two are not.
+    champ = dict(k1=4500, n1=5000)
+    assert stats.bernoulli_cs(4661, 5000, 0.025)[0] > stats.bernoulli_cs(4500, 5000, 0.025)[1] \
+        > stats.bernoulli_cs(4661, 5000, 0.0125)[0]
+    x = UnpairedEvidence(CHAMP, "x").add_batch(k2=4661, n2=5000, partition="w1", **champ)
+    y = UnpairedEvidence(CHAMP, "y").add_batch(k2=4500, n2=5000, partition="w1", **champ)
+    one, _ = decide_bandit({"x": x}, BanditState(arms=("x",)))
+    assert one.decision == "promote" and one.challenger == "x"
+    two, state = decide_bandit({"x": x, "y": y}, BanditState(arms=("x", "y")))
+    assert two.statistic >= 0.95 and two.decision != "promote" and state.done is None
 
 
 def test_a_bandit_plan_with_outcome_feedback_is_judged_on_served_traffic():

@@ -8,7 +8,6 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from irisdag import serving
 from irisdag.core import experiments
-from irisdag.core import keys as keyscheme
 from irisdag.core.decision import DecisionRecord
 from irisdag.core.routing import Routing
 from irisdag.defs.assets.data import feedback
@@ -36,25 +35,14 @@ def window_counts(artifacts: ArtifactStore, partition: str, champion: str, arms,
     batch = serving.load_prepared(d)
     truth = np.load(d / "labels.npy").astype(np.int64)
     inverse = np.asarray(batch.inverse)
-    # Inputs by their features, whatever the batch is keyed by.
-    features = experiments.digest_tokens(batch.digests if not batch.keyed_by_id
-                                         else keyscheme.digests_of_quantized(np.asarray(batch.q)))
-    trained = experiments.hex_tokens(load_trained_keys(artifacts, champion))
-    for arm in arms:
-        trained = np.union1d(trained, experiments.hex_tokens(load_trained_keys(artifacts, arm)))
-    trained_key = np.isin(features, trained)
-    # In this window, one key per input: an id batch may carry one input under several ids.
-    candidate = ~trained_key & experiments.first_of_each(features)
-    owned = np.zeros(batch.n_keys, dtype=bool)
+    claim = None
     if serving_store is not None and experiment:
-        idx = np.flatnonzero(candidate)
-        got = serving_store.claim_inputs(experiment, partition, features[idx])
-        if batch.keyed_by_id:
-            got &= serving_store.claim_inputs(experiment, partition, experiments.id_tokens(batch.id_keys[idx]))
-        owned[idx] = got
-    else:
-        owned = candidate
-    judging = experiments.judge_rows(inverse, trained_key, owned & candidate)
+        def claim(tokens):
+            return serving_store.claim_inputs(experiment, partition, tokens)
+    judging = experiments.judge_window(
+        inverse, experiments.feature_tokens(batch.digests, batch.q, batch.keyed_by_id),
+        [load_trained_keys(artifacts, version) for version in (champion, *arms)],
+        ids=experiments.id_tokens(batch.id_keys) if batch.keyed_by_id else None, claim=claim)
     snapshot = serving.read_json(d / "routing.json")
     # Routing depends on the key only: route each distinct key once, then spread to rows.
     served_by = experiments.served_routes(batch.keys, Routing.from_hash(snapshot) if snapshot else routing)[inverse]
