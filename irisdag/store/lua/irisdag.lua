@@ -33,7 +33,7 @@ reads both at its start, so it answers from one complete layout.
 -- While a library loads, Redis 7 exposes no global but `redis`; the standard
 -- libraries (string, math, cjson, ...) exist only when a function runs.
 -- So the locals below are bound by init() on first use, never at load time.
-local byte, char, sub, gsub, gmatch, format, floor
+local byte, char, sub, gsub, gmatch, format, floor, sha1hex
 local HEX2BYTE, BYTE2HEX, CODE
 
 local BASIS_POINTS = 10000
@@ -44,7 +44,7 @@ local function init()
   if HEX2BYTE then return end
   byte, char, sub, gsub, gmatch, format =
     string.byte, string.char, string.sub, string.gsub, string.gmatch, string.format
-  floor = math.floor
+  floor, sha1hex = math.floor, redis.sha1hex
   local hex2byte, byte2hex, code = {}, {}, {}
   for i = 0, 255 do
     hex2byte[format('%02x', i)] = char(i)
@@ -55,11 +55,13 @@ local function init()
   HEX2BYTE = hex2byte -- last: init() is done once HEX2BYTE is set
 end
 
--- bucket = int(first 8 hex of SHA-1(salt .. ":" .. key), 16) mod 10000.
--- SHA-1 because Redis computes it natively (a bucket is not a security
--- boundary); a SHA written in Lua cost ~16x a plain lookup.
-local function bucket(salt, key)
-  return tonumber(sub(redis.sha1hex(salt .. ':' .. key), 1, 8), 16) % BASIS_POINTS
+-- bucket = int(first 8 hex of SHA-1(salt .. ":" .. key), 16) mod 10000,
+-- given salt .. ":" (`salted`, built once a call). SHA-1 because Redis
+-- computes it natively (a bucket is not a security boundary). This runs once
+-- a key during an experiment, so it is the fewest operations that give it:
+-- one concatenation, the native SHA-1, one sub and one tonumber.
+local function bucket(salted, key)
+  return tonumber(sub(sha1hex(salted .. key), 1, 8), 16) % BASIS_POINTS
 end
 
 -- ---------------------------------------------------------------------------
@@ -133,14 +135,31 @@ local function parse_shares(text)
   return arms
 end
 
--- What a lookup needs of the routing hash (HGET only: the consumer's ACL):
--- champion (false when none), the arms in order, holdout_bp and the salt.
+-- What a lookup needs of the routing hash (HGET only: the consumer's ACL),
+-- read once a call: the champion (false when none), holdout_bp, and
+-- `split` = {salted = salt .. ':', n = number of arms, [j] = arm j's version,
+-- edge[j] = the first bucket past arm j} (arms in the order of `shares`).
 local function read_routing(rkey)
   local champion = redis.call('HGET', rkey, 'champion')
   if champion == '' then champion = false end
   local arms = parse_shares(redis.call('HGET', rkey, 'shares'))
   local holdout = tonumber(redis.call('HGET', rkey, 'holdout_bp') or '0') or 0
-  return champion, arms, holdout, redis.call('HGET', rkey, 'salt') or ''
+  local split = { salted = (redis.call('HGET', rkey, 'salt') or '') .. ':', n = #arms, edge = {} }
+  local edge = holdout
+  for j, arm in ipairs(arms) do
+    edge = edge + arm[2]
+    split[j], split.edge[j] = arm[1], edge
+  end
+  return champion, holdout, split
+end
+
+-- Which arm of `split` a bucket falls in (0: none, the champion's).
+local function arm_of(split, b)
+  local edge = split.edge
+  for j = 1, split.n do
+    if b < edge[j] then return j end
+  end
+  return 0
 end
 
 -- ---------------------------------------------------------------------------
@@ -151,9 +170,10 @@ end
 -- ---------------------------------------------------------------------------
 local function lookup(keys, args)
   init()
-  local champion, arms, holdout, salt = read_routing(keys[1])
+  local champion, holdout, split = read_routing(keys[1])
   -- The common champion-only case needs no hash at all.
-  local hashing = holdout > 0 or #arms > 0
+  local hashing = holdout > 0 or split.n > 0
+  local salted = split.salted
 
   -- Per routed version: its layout, read once per call.
   local layouts = {}
@@ -175,18 +195,12 @@ local function lookup(keys, args)
     local key = args[i]
     local route, version = 'champion', champion
     if hashing then
-      local b = bucket(salt, key)
+      local b = bucket(salted, key)
       if b < holdout then
         route, version = 'holdout', false
       else
-        local edge = holdout
-        for _, arm in ipairs(arms) do
-          edge = edge + arm[2]
-          if b < edge then
-            route, version = 'challenger', arm[1]
-            break
-          end
-        end
+        local j = arm_of(split, b)
+        if j > 0 then route, version = 'challenger', split[j] end
       end
     end
     if route == 'holdout' then
@@ -220,36 +234,30 @@ end
 -- ---------------------------------------------------------------------------
 local function lookup_digests(keys, args)
   init()
-  local champion, arms, holdout, salt = read_routing(keys[1])
-  local hashing = holdout > 0 or #arms > 0
-  if #arms > 60 then return redis.error_reply('lookup_digests answers at most 60 arms') end
+  local champion, holdout, split = read_routing(keys[1])
+  local hashing = holdout > 0 or split.n > 0
+  if split.n > 60 then return redis.error_reply('lookup_digests answers at most 60 arms') end
   local blob = args[1] or ''
   if #blob % 32 ~= 0 then return redis.error_reply('lookup_digests needs raw 32-byte keys, joined') end
 
   local versions = { champion or '' }
   local arm_layouts = {}
-  for j, arm in ipairs(arms) do
-    versions[j + 1] = arm[1]
-    arm_layouts[j] = version_layout(arm[1])
+  for j = 1, split.n do
+    versions[j + 1] = split[j]
+    arm_layouts[j] = version_layout(split[j])
   end
   local champ = champion and version_layout(champion)
+  local salted = split.salted
   local out = {}
   for i = 1, #blob / 32 do
     local raw = sub(blob, 32 * i - 31, 32 * i)
     local arm = 0
     if hashing then
-      local b = bucket(salt, (gsub(raw, '.', BYTE2HEX)))
+      local b = bucket(salted, (gsub(raw, '.', BYTE2HEX)))
       if b < holdout then
         arm = -1
       else
-        local edge = holdout
-        for j = 1, #arms do
-          edge = edge + arms[j][2]
-          if b < edge then
-            arm = j
-            break
-          end
-        end
+        arm = arm_of(split, b)
       end
     end
     if arm < 0 then
@@ -321,7 +329,7 @@ local function buckets(keys, args)
   init()
   local out = {}
   for i = 1, #args - 1, 2 do
-    out[#out + 1] = bucket(args[i], args[i + 1])
+    out[#out + 1] = bucket(args[i] .. ':', args[i + 1])
   end
   return out
 end
