@@ -71,11 +71,34 @@ def cmd_lookup(args) -> int:
             return _bad_input(str(err))
         key = keyscheme.input_key(values)
         entry = {"key": key, "features": list(values)}
-    store = _store()
-    [result], misses = _answer(store, [entry], args.fallback_model)
+    answered = None if args.fallback_model else _consumer_lookup(entry)
+    if answered is not None:
+        store, [result], misses = answered
+    else:
+        store = _store()
+        [result], misses = _answer(store, [entry], args.fallback_model)
     _emit(result, args.json, _answer_text(result))
     _queue_misses(store, misses)
     return EXIT_DONE
+
+
+def _consumer_lookup(entry: dict):
+    """(store, [answer], misses) from the plain-socket client (no redis-py import: a lookup
+    then takes a fraction of the interpreter's start-up), or None when `StoreClient` must
+    answer (a cluster, an embedded server not started yet, an unexpected reply: see
+    `irisdag.store.consumer`)."""
+    from irisdag.store.consumer import ConsumerStore, Fallback
+
+    try:
+        store = ConsumerStore.connect(os.environ.get("REDIS_URL", ""))
+    except Fallback:
+        return None
+    try:
+        results = store.lookup([entry["key"]])
+    except Fallback:
+        store.close()
+        return None
+    return store, results, [entry] if results[0]["route"] == "miss" else []
 
 
 def _answer(store, entries: list[dict], fallback_model: str | None) -> tuple[list[dict], list[dict]]:
@@ -472,7 +495,7 @@ def classify(err: BaseException) -> tuple[int, str]:
     """The exit code and one-line message for an error that ended a command."""
     if isinstance(err, CommandError):
         return err.code, str(err)
-    from irisdag.store.resource import StoreUnavailable
+    from irisdag.store.common import StoreUnavailable
 
     if isinstance(err, StoreUnavailable):
         return EXIT_UNREACHABLE, str(err)
@@ -483,7 +506,7 @@ def classify(err: BaseException) -> tuple[int, str]:
     if isinstance(err, unreachable):
         where = os.environ.get("REDIS_URL") or "the embedded server"
         if os.environ.get("REDIS_URL"):
-            from irisdag.store.resource import redact_url
+            from irisdag.store.common import redact_url
             where = redact_url(where)
         return EXIT_UNREACHABLE, f"cannot reach Redis at {where}: {err}"
     text = str(err).strip().splitlines()

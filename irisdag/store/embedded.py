@@ -27,10 +27,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-
-import redis
+from typing import TYPE_CHECKING
 
 from irisdag.paths import sub_dir
+
+if TYPE_CHECKING:
+    import redis
 
 SUBDIR = "redis"
 CONFIG_FILE = "redis.conf"
@@ -121,6 +123,16 @@ def _is_our_server(pid: int) -> bool:
     """True when pid is a live redis-server (not a recycled pid)."""
     if pid <= 0:
         return False
+    if os.path.isdir("/proc/self"):  # Linux: read /proc, no psutil import (~30 ms)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0", 1)[0]
+        except OSError:
+            return False  # no such process
+        name, state = stat[stat.index(b"(") + 1:stat.rindex(b")")], stat[stat.rindex(b")") + 2:][:1]
+        return state not in (b"Z", b"X") and b"redis-server" in b" ".join([name, argv0])
     try:
         import psutil
 
@@ -160,6 +172,8 @@ def _log_tail(directory: Path, lines: int = 20) -> str:
 
 
 def _wait_ready(directory: Path, timeout: float) -> None:
+    import redis
+
     sock = socket_path(directory)
     started = time.monotonic()
     deadline = started + timeout
@@ -207,8 +221,10 @@ def ensure_running(timeout: float = START_TIMEOUT) -> Path:
         return socket_path(directory)
 
 
-def client(**kwargs) -> redis.Redis:
+def client(**kwargs) -> "redis.Redis":
     """A redis-py client of the embedded server, started first if needed."""
+    import redis
+
     sock = ensure_running()
     kwargs.setdefault("socket_timeout", 120)
     kwargs.setdefault("socket_connect_timeout", 5)

@@ -32,10 +32,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import resources
 from typing import Any, Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from irisdag.lazy import numpy as np  # imported on first use: a lookup needs none
 import redis
@@ -43,13 +40,26 @@ import redis
 from irisdag.core.keys import ID_PREFIX, SCHEME
 from irisdag.core.routing import Routing, dump_shares
 from irisdag.store import embedded
+from irisdag.store.common import (  # noqa: F401 - names this module has always offered
+    ENTRY_MARKER as _ENTRY_MARKER,
+    LABELS,
+    LUA_FUNCTIONS as _LUA_FUNCTIONS,
+    MISSES_KEY,
+    ROUTING_KEY,
+    STREAM_MAXLEN,
+    StoreError,
+    StoreUnavailable,
+    eval_script,
+    eval_sha as _eval_sha,
+    lua_source,
+    miss_fields,
+    now as _now,
+    redact_url,
+)
+from irisdag.store.resp import ReplyReader, bulk as _bulk
 
-LABELS = ("setosa", "versicolor", "virginica")  # class index -> name
-
-ROUTING_KEY = "irisdag:routing"
 OPERATIONS_KEY = "irisdag:routing:operations"  # HASH operation id -> epoch it applied (idempotence)
 AUDIT_KEY = "irisdag:audit"
-MISSES_KEY = "irisdag:misses"
 DEAD_MISSES_KEY = "irisdag:misses:dead"          # stream: short records of poisoned misses
 DEAD_COUNTS_KEY = "irisdag:misses:dead:counts"   # HASH kind -> how many were dead-lettered
 # A legitimate miss entry (key, features, time) is about 150 bytes. Larger ones are never
@@ -70,7 +80,6 @@ JUDGED_SHARDS = 1024  # small hashes: Redis keeps each compact (listpack) up to 
 CLAIM_CHUNK = 20_000
 RUN_FAILURES_KEY = "irisdag:run_failures"  # HASH run id -> time its failure was audited
 
-STREAM_MAXLEN = 100_000
 DECISIONS_MAXLEN = 10_000
 # Keys per FCALL. Larger lists go as several calls in one pipeline (still one
 # round trip), so that one call holds Redis for a bounded time: about 4 us a
@@ -103,41 +112,7 @@ _RESERVED = frozenset({"digest", "scheme", "created_at", "role", "validated", "v
 # Version ids become parts of key names and SCAN patterns: no ':' and no glob characters.
 _VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-_LUA_FUNCTIONS = ("lookup", "lookup_digests", "route", "buckets", "reshard", "misses_read", "dead_letter")
-_ENTRY_MARKER = "-- @@entry-points"
-
-
-class StoreError(RuntimeError):
-    """The serving store refused or failed an operation."""
-
-
-class StoreUnavailable(StoreError):
-    """Redis cannot be reached (the message names the URL, never its password)."""
-
-
 # ---- Lua --------------------------------------------------------------------
-
-@functools.cache
-def lua_source() -> str:
-    """The `irisdag` function library, as loaded by FUNCTION LOAD."""
-    return resources.files("irisdag.store").joinpath("lua/irisdag.lua").read_text(encoding="utf-8")
-
-
-@functools.cache
-def eval_script(name: str) -> str:
-    """The EVAL form of one library function (Redis 6.2): the same bodies, then a call."""
-    if name not in _LUA_FUNCTIONS:
-        raise KeyError(name)
-    source = lua_source()
-    body = source.split("\n", 1)[1] if source.startswith("#!") else source  # 5.1 rejects the shebang
-    body = body.split(_ENTRY_MARKER, 1)[0]
-    return f"{body}\nreturn {name}(KEYS, ARGV)\n"
-
-
-@functools.cache
-def _eval_sha(name: str) -> str:
-    return hashlib.sha1(eval_script(name).encode("utf-8")).hexdigest()
-
 
 def _library_code(client: redis.Redis) -> str | None:
     """The code of the ``irisdag`` library loaded on the server (FUNCTION LIST, read only), or None."""
@@ -230,21 +205,6 @@ def _replica_unavailable(err: BaseException) -> bool:
         text.startswith(("masterdown", "loading")) or "function not found" in text)
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-        if parts.password is None and query == parts.query:
-            return url
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable Redis URL>"
-
-
 def close_clients() -> None:
     """Forget the cached clients (tests; after the server was restarted or stopped)."""
     with _CONNS_LOCK:
@@ -254,10 +214,6 @@ def close_clients() -> None:
             except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
         _CONNS.clear()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _s(value) -> str:
@@ -350,96 +306,16 @@ def _raw_socket(conn):
     return sock
 
 
-class _ReplyReader:
-    """RESP2/RESP3 replies from a socket: integers, bulk and simple strings, nulls, booleans,
-    errors (returned, not raised) and arrays of those."""
+class _ReplyReader(ReplyReader):
+    """`resp.ReplyReader` raising and returning redis-py's exceptions, as redis-py's own parser would."""
 
-    __slots__ = ("sock", "buf", "pos")
+    __slots__ = ()
+    timeout_error = redis.TimeoutError
+    connection_error = redis.ConnectionError
+    protocol_error = redis.InvalidResponse
 
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-        self.pos = 0
-
-    def _fill(self) -> None:
-        try:
-            data = self.sock.recv(1 << 20)
-        except TimeoutError as err:  # socket.timeout
-            raise redis.TimeoutError(f"timeout reading from Redis: {err}") from err
-        except OSError as err:
-            raise redis.ConnectionError(f"error reading from Redis: {err}") from err
-        if not data:
-            raise redis.ConnectionError("Redis closed the connection")
-        self.buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
-        self.pos = 0
-
-    def _line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n", self.pos)
-            if i >= 0:
-                line = self.buf[self.pos:i]
-                self.pos = i + 2
-                return line
-            self._fill()
-
-    def read(self):
-        line = self._line()
-        kind = line[:1]
-        if kind == b":":
-            return int(line[1:])
-        if kind == b"$":
-            n = int(line[1:])
-            if n < 0:
-                return None
-            while len(self.buf) - self.pos < n + 2:
-                self._fill()
-            value = self.buf[self.pos:self.pos + n]
-            self.pos += n + 2
-            return value
-        if kind == b"*":
-            n = int(line[1:])
-            return None if n < 0 else [self.read() for _ in range(n)]
-        if kind == b"_":
-            return None
-        if kind == b"+":
-            return line[1:]
-        if kind == b"#":
-            return line[1:] == b"t"
-        if kind == b"-":
-            return _response_error(line[1:].decode("utf-8", "replace"))
-        raise redis.InvalidResponse(f"unexpected reply from Redis: {line[:40]!r}")
-
-    def read_triples(self):
-        """An array of 3-item arrays of short strings or nulls (the Lua ``lookup``'s reply).
-
-        One compiled regex per entry instead of a call per element; an entry of
-        another shape, or cut by the end of what has arrived, goes through
-        `read`. Values are route names, version ids and labels: never CR or LF.
-        """
-        line = self._line()
-        if line[:1] != b"*":
-            self.pos -= len(line) + 2
-            return self.read()
-        n = int(line[1:])
-        if n < 0:
-            return None
-        out = []
-        match = _TRIPLE.match
-        while len(out) < n:
-            m = match(self.buf, self.pos)
-            if m is None:
-                out.append(self.read())
-                continue
-            out.append(m.groups())
-            self.pos = m.end()
-        return out
-
-    def drained(self) -> bool:
-        return self.pos >= len(self.buf)
-
-
-# One entry of the lookup reply: *3, then three bulk strings or nulls (RESP2 $-1, RESP3 _).
-_TRIPLE = re.compile(rb"\*3\r\n" + rb"(?:\$\d+\r\n([^\r\n]*)|\$-1|_)\r\n" * 3)
+    def error_reply(self, message: str) -> Exception:
+        return _response_error(message)
 
 
 def _response_error(message: str) -> Exception:
@@ -450,11 +326,6 @@ def _response_error(message: str) -> Exception:
         return BaseParser.parse_error(message)
     except Exception:  # noqa: BLE001 - redis-py internals moved: a plain ResponseError
         return redis.ResponseError(message)
-
-
-def _bulk(arg) -> bytes:
-    b = arg if isinstance(arg, bytes) else str(arg).encode("utf-8")
-    return b"$%d\r\n%s\r\n" % (len(b), b)
 
 
 def _pack_call(head: Sequence, keys: list[str]) -> bytes:
@@ -1593,17 +1464,7 @@ class StoreClient:
         pipe = self.client().pipeline(transaction=False)
         n = 0
         for entry in entries:
-            key = entry.get("key")
-            if not key:
-                raise ValueError(f"a miss needs its key: {entry!r}")
-            fields = {"key": str(key)}
-            features = entry.get("features")
-            if features is not None:
-                fields["features"] = features if isinstance(features, str) else json.dumps([float(x) for x in features])
-            if entry.get("id") is not None:
-                fields["id"] = str(entry["id"])
-            fields["time"] = str(entry.get("time") or _now())
-            pipe.xadd(MISSES_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(MISSES_KEY, miss_fields(entry), maxlen=STREAM_MAXLEN, approximate=True)
             n += 1
         if not n:
             return []

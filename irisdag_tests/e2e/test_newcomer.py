@@ -100,23 +100,31 @@ def test_lookup_file_keeps_the_rows_alignment(tmp_path, redis_url):
     assert "error" in as_json[2] and all("route" in a for i, a in enumerate(as_json) if i != 2)
 
 
-# ---- speed: the consumer path imports neither Dagster nor pandas --------------------------------
+# ---- speed: the consumer path imports neither Dagster nor pandas; lookup not even redis-py ----------
 
 PROBE = """
 import json, sys
 from irisdag.cli import main
 code = main(sys.argv[1:])
-print(json.dumps({"code": code, "loaded": sorted(m for m in ("dagster", "pandas", "pydantic", "numpy") if m in sys.modules)}),
-      file=sys.stderr)
+print(json.dumps({"code": code, "loaded": sorted(m for m in ("dagster", "pandas", "pydantic", "numpy", "redis")
+                                                 if m in sys.modules)}), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["lookup", "5.0", "2.9", "1.1", "0.4"], ["lookup", "--id", "u1"], ["status"]])
-def test_lookup_and_status_import_neither_dagster_nor_pandas(tmp_path, redis_url, args):
+@pytest.mark.parametrize("args, loaded", [
+    (["lookup", "5.0", "2.9", "1.1", "0.4"], []),
+    (["lookup", "--id", "u1"], []),
+    (["status"], ["redis"]),
+])
+def test_lookup_and_status_import_neither_dagster_nor_pandas(tmp_path, redis_url, args, loaded):
+    from irisdag.store.resource import StoreClient, close_clients
+
+    StoreClient(redis_url=redis_url).ensure_functions()  # as deployed: the library is on the server
+    close_clients()
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], env=clean_env(tmp_path, REDIS_URL=redis_url),
                           capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert report == {"code": 0, "loaded": []}, proc.stderr
+    assert report == {"code": 0, "loaded": loaded}, proc.stderr
 
 
 # ---- the embedded Redis: irisdag stop --------------------------------------------------------------

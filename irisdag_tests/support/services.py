@@ -24,12 +24,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import redis
 
-from irisdag_tests.support.processes import Proc, free_port, port_open
+from irisdag_tests.support.processes import Proc, free_port, kill_marked, port_open
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEPLOY = PROJECT / "deploy"
@@ -157,6 +158,21 @@ class AclRedis:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def acl_redis_running(directory: Path, marker: str):
+    """An `AclRedis` for a module's tests: stopped after them, with whatever it left (by marker),
+    and the store's cached clients forgotten."""
+    server = AclRedis(directory, marker=marker).start()
+    try:
+        yield server
+    finally:
+        from irisdag.store.resource import close_clients
+
+        close_clients()
+        server.stop()
+        kill_marked(marker)
 
 
 def postgres_bin() -> Path:
