@@ -138,23 +138,12 @@ def _lookup_file(args) -> int:
         batch = read_feature_csv(args.file)
     except (OSError, ValueError) as err:
         return _bad_input(f"cannot read {args.file}: {err}")
-    keys = batch.keys()
     store = _store()
-    if batch.ids is None and keys:
-        # Feature keys in bulk: raw 32-byte keys to the store's batch lookup (one byte a key back);
-        # a miss entry (with its features, for the miss queue) is built for missed rows only.
-        import numpy as np
-
-        answers = store.lookup_digests(np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32"))
-        results = answers.records(keys)
-        missed = np.flatnonzero(answers.codes == 0).tolist()
-        entries = [{"key": keys[i], "features": [float(v) for v in batch.X[i]]} for i in missed]
-        if entries and args.fallback_model:
-            fallback, _ = _answer(store, entries, args.fallback_model)
-            for i, r in zip(missed, fallback):
-                results[i] = r
-        misses = entries
+    if batch.ids is None and len(batch):
+        lines, misses = _feature_file_lines(store, batch, args)
+        n_answered = len(batch)
     else:
+        keys = batch.keys()
         entries = []
         for i, key in enumerate(keys):
             entry = {"key": key}
@@ -164,20 +153,14 @@ def _lookup_file(args) -> int:
                 entry["features"] = [float(v) for v in batch.X[i]]
             entries.append(entry)
         results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
-    lines = list(zip(batch.row_numbers.tolist(), results))
+        lines = [_file_line(row, r, args.json) for row, r in zip(batch.row_numbers.tolist(), results)]
+        n_answered = len(results)
     if batch.quarantine:
-        lines += [(int(q["row"]), {"error": q["reason"]}) for q in batch.quarantine]
-        lines.sort(key=lambda item: item[0])
-    lines = [(row, {"error": _row_error(row, r["error"])} if "error" in r else r) for row, r in lines]
-    if args.json:
-        for row, r in lines:
-            _emit({"row": row, **r}, True, "")
-    else:
-        out = [r["error"] if "error" in r else f"row {row}\t{_answer_text(r)}" for row, r in lines]
-        for i in range(0, len(out), 65_536):  # one write a block, not one print a line
-            sys.stdout.write("\n".join(out[i:i + 65_536]) + "\n")
+        lines = _with_error_lines(lines, batch.row_numbers, batch.quarantine, args.json)
+    for i in range(0, len(lines), 65_536):  # one write a block, not one print a line
+        sys.stdout.write("\n".join(lines[i:i + 65_536]) + "\n")
     _queue_misses(store, misses)
-    bad = batch.rows_read - len(results)
+    bad = batch.rows_read - n_answered
     if bad:
         shown = len(batch.quarantine)
         more = f" ({bad - shown:,} not listed)" if bad > shown else ""
@@ -185,6 +168,117 @@ def _lookup_file(args) -> int:
               file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_DONE
+
+
+def _file_line(row: int, r: dict, as_json: bool) -> str:
+    """The output line of one row of ``--file``: its answer, or its error."""
+    if "error" in r:
+        r = {"error": _row_error(row, r["error"])}
+        return json.dumps({"row": row, **r}, default=str) if as_json else r["error"]
+    return json.dumps({"row": row, **r}, default=str) if as_json else f"row {row}\t{_answer_text(r)}"
+
+
+def _feature_file_lines(store, batch, args) -> tuple[list[str], list[dict]]:
+    """The output lines of a file of feature rows, and its missed entries (for the miss queue).
+
+    Each distinct row is hashed once and looked up once, as a raw key (`lookup_digests`:
+    one byte a key back); a line is its row number, the text its answer code stands
+    for (a few distinct codes: formatted once each) and its key. Only missed rows
+    become entries (with their features, for the queue and the fallback model).
+    """
+    import numpy as np
+
+    from irisdag.core import keys as keyscheme
+
+    uniq, inverse = keyscheme.unique_quantized(keyscheme.quantize_array(batch.X))
+    digests, answers = _hash_and_look_up(store, uniq)
+    hexes = keyscheme.hex_of_digests(digests)
+    codes = answers.codes[inverse]
+    rows = batch.row_numbers.tolist()
+    inverse = inverse.tolist()
+    table = answers.route_table()
+    if args.json:
+        head = [", " + ", ".join(f"{json.dumps(name)}: {json.dumps(value)}"
+                                 for name, value in zip(("label", "version", "route"), t)) + "}" for t in table]
+        lines = [f'{{"row": {row}, "key": "{hexes[j]}"{head[c]}' for row, j, c in zip(rows, inverse, codes.tolist())]
+    else:
+        head = ["\t" + _answer_text({"label": t[0], "route": t[2], "version": t[1], "key": ""}) for t in table]
+        lines = [f"row {row}{head[c]}{hexes[j]}" for row, j, c in zip(rows, inverse, codes.tolist())]
+    missed = np.flatnonzero(codes == 0).tolist()
+    misses = [{"key": hexes[inverse[i]], "features": [float(v) for v in batch.X[i]]} for i in missed]
+    if misses and args.fallback_model:
+        fallback, _ = _answer(store, misses, args.fallback_model)
+        for i, r in zip(missed, fallback):
+            lines[i] = _file_line(rows[i], r, args.json)
+    return lines, misses
+
+
+HASH_AHEAD_ROWS = 1 << 16  # distinct rows hashed while Redis looks up the previous ones
+
+
+def _hash_and_look_up(store, uniq):
+    """Digests of the distinct rows (int q array) and their answers (`BatchAnswers`).
+
+    The rows are hashed a block at a time and each block is looked up (one
+    `lookup_digests`, a round trip per chunk) by a helper thread, so that Redis
+    answers one block while this process hashes the next.
+    """
+    import queue
+    import threading
+
+    import numpy as np
+
+    from irisdag.core import keys as keyscheme
+    from irisdag.store.resource import BatchAnswers
+
+    blocks = range(0, len(uniq), HASH_AHEAD_ROWS)
+    todo: queue.Queue = queue.Queue()
+    parts: list = []
+    failed: list[BaseException] = []
+
+    def look_up() -> None:
+        while (digests := todo.get()) is not None:
+            try:
+                parts.append(store.lookup_digests(digests))
+            except BaseException as err:  # noqa: BLE001 - raised again by the caller
+                failed.append(err)
+                return
+
+    helper = threading.Thread(target=look_up, name="irisdag-lookup", daemon=True)
+    helper.start()
+    done = []
+    try:
+        for start in blocks:
+            if failed:
+                break
+            done.append(keyscheme.digests_of_quantized(uniq[start:start + HASH_AHEAD_ROWS]))
+            todo.put(done[-1])
+    finally:
+        todo.put(None)
+        helper.join()
+    if failed:
+        raise failed[0]
+    return np.concatenate(done), BatchAnswers.joined(parts)
+
+
+def _with_error_lines(lines: list[str], row_numbers, quarantine: list[dict], as_json: bool) -> list[str]:
+    """``lines`` (one a good row, in row order) with each quarantined row's error line in its place."""
+    import numpy as np
+
+    errors = sorted((int(q["row"]), q["reason"]) for q in quarantine)
+    row_numbers = np.asarray(row_numbers)
+    if len(row_numbers) > 1 and not (np.diff(row_numbers) > 0).all():  # never expected: rows come in file order
+        order = np.argsort(row_numbers, kind="stable")
+        lines, row_numbers = [lines[i] for i in order.tolist()], row_numbers[order]
+    at = np.searchsorted(row_numbers, [row for row, _ in errors]).tolist()
+    out: list[str] = []
+    start = 0
+    for i, (row, reason) in zip(at, errors):
+        out += lines[start:i]
+        out.append(_file_line(row, {"error": reason}, as_json))
+        start = i
+    out += lines[start:]
+    return out
 
 
 def _row_error(row: int, message: str) -> str:

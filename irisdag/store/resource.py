@@ -342,6 +342,21 @@ def _pack_call(head: Sequence, keys: list[str]) -> bytes:
 ROUTE_CODES = {0: "miss", 1: "holdout"}  # codes >= 4: 4 * (1 + arm) + class index
 
 
+def _codes_onto(codes: np.ndarray, names: list[str], versions: list[str], more: bool) -> np.ndarray:
+    """Codes naming ``names`` (index i: code 4 * (1 + i) + label) renumbered onto ``versions``,
+    which gains the names it lacks; ``more``: ``versions`` already holds earlier answers."""
+    if names == versions[:len(names)] and not (more and len(names) != len(versions)):
+        return codes
+    remap = np.arange(256, dtype=np.uint8)
+    for j, name in enumerate(names):
+        if name not in versions:
+            versions.append(name)
+        k = versions.index(name)
+        for label in range(4):
+            remap[4 * (1 + j) + label] = 4 * (1 + k) + label
+    return remap[codes]
+
+
 @dataclass(frozen=True)
 class BatchAnswers:
     """What `ServingStore.lookup_digests` answers: one code a key and the versions they name.
@@ -369,7 +384,15 @@ class BatchAnswers:
         c = self.codes.astype(np.int16)
         return np.where(c >= 4, c // 4 - 1, -1).astype(np.int16)
 
-    def _table(self) -> list[tuple]:
+    @classmethod
+    def joined(cls, parts: Sequence["BatchAnswers"]) -> "BatchAnswers":
+        """The answers of several `lookup_digests` calls, in order, as one (codes onto one ``versions``)."""
+        versions: list[str] = []
+        codes = [_codes_onto(p.codes, list(p.versions), versions, i > 0) for i, p in enumerate(parts)]
+        return cls(np.concatenate(codes) if codes else np.zeros(0, np.uint8), tuple(versions))
+
+    def route_table(self) -> list[tuple]:
+        """(label, version, route) for each of the 256 codes, as `records` gives them."""
         table = [(None, None, "miss")] * 256
         table[1] = (None, None, "holdout")
         for i, v in enumerate(self.versions):
@@ -380,7 +403,7 @@ class BatchAnswers:
 
     def records(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """The answers as `ServingStore.lookup` gives them: {"key", "label", "version", "route"}."""
-        table = self._table()
+        table = self.route_table()
         return [{"key": k, "label": t[0], "version": t[1], "route": t[2]}
                 for k, t in zip(keys, map(table.__getitem__, self.codes.tolist()))]
 
@@ -1197,17 +1220,7 @@ class StoreClient:
         def take(i: int, reply) -> None:
             if i == 0:
                 versions.clear()  # a call that starts over (reload, another replica) starts afresh
-            part = np.frombuffer(reply[0], np.uint8)
-            names = [_s(v) for v in reply[1:]]
-            if names != versions[:len(names)] or (i and len(names) != len(versions)):
-                remap = np.arange(256, dtype=np.uint8)
-                for j, name in enumerate(names):
-                    if name not in versions:
-                        versions.append(name)
-                    k = versions.index(name)
-                    for label in range(4):
-                        remap[4 * (1 + j) + label] = 4 * (1 + k) + label
-                part = remap[part]
+            part = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:]], versions, bool(i))
             codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
 
         self._call_chunks("lookup_digests", [ROUTING_KEY], chunks, take, readonly=True, replicas=True)

@@ -12,7 +12,7 @@ from irisdag_tests.integration.test_strategies_pipeline import Pipeline
 FEATURES = ["7.9", "3.8", "6.4", "2.0"]   # never generated in the first window: a miss
 
 
-def test_cli_queues_a_miss_and_a_fallback_model_answers_it(dagster_env, monkeypatch, capsys):
+def test_cli_queues_a_miss_and_a_fallback_model_answers_it(dagster_env, monkeypatch, capsys, tmp_path):
     pipe = Pipeline(*dagster_env)
     pipe.warm_up(1)
     store = pipe.store
@@ -32,3 +32,10 @@ def test_cli_queues_a_miss_and_a_fallback_model_answers_it(dagster_env, monkeypa
     out = json.loads(capsys.readouterr().out)
     assert out == {"key": key, "label": "virginica", "version": champion, "route": "fallback"}
     assert store.pending_misses() == 2          # a fallback answer is still queued to be stored
+
+    # --file: each missed row (here the same input twice) gets the fallback answer in its place.
+    source = tmp_path / "rows.csv"
+    source.write_text(",".join(FEATURES) + "\n" + ",".join(FEATURES) + "\n")
+    assert cli.main(["lookup", "--file", str(source), "--json", "--fallback-model", str(path)]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [{"row": r, **out} for r in (1, 2)]
+    assert store.pending_misses() == 4
