@@ -106,3 +106,66 @@ def test_feature_tokens_name_inputs_by_their_features_whatever_the_keying():
     assert by_features.tolist() == experiments.hex_tokens(keys.keys_of_quantized(q)).tolist()
     assert experiments.feature_tokens(np.array([b"x" * 32], dtype="S32"), q[:1], keyed_by_id=False).tolist() == [
         int.from_bytes(b"x" * 8, "big")]
+
+
+# ------------------------------------------------------------------ the window's counts, exactly
+def _window():
+    # Rows:      0  1  2  3  4  5  6  7  8  9
+    truth = [0, 0, 1, 1, 2, 2, 0, 1, 2, 0]
+    champ = [0, 1, 1, 0, 2, 0, 0, 1, 2, 1]      # right on rows 0, 2, 4, 6, 7, 8
+    arms = {"a1": np.array([0, 0, 2, 1, 2, 2, 1, 1, 0, 0]),   # right on 0, 1, 3, 4, 5, 7, 9
+            "a2": np.array([1, 0, 1, 0, 0, 2, 0, 1, 2, 1])}   # right on 1, 2, 5, 6, 7, 8
+    served_by = np.array(["a1", "champ", "", "a2", "champ", "a1", "", "a1", "champ", "a2"], dtype=object)
+    judged = [1, 1, 1, 1, 1, 1, 0, 1, 0, 0]     # 0/1 flags are flags: row 6 held out, 8 and 9 not judged
+    excluded = np.array([0, 0, 0, 0, 0, 0, 1, 0, 1, 0], dtype=bool)
+    repeated = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=bool)
+    return np.array(truth), np.array(champ), arms, served_by, judged, excluded, repeated
+
+
+def test_count_window_counts_each_arm_paired_each_served_version_and_the_holdout_exactly():
+    truth, champ, arms, served_by, judged, excluded, repeated = _window()
+    ev = experiments.count_window(truth, champ, arms, served_by, judged, excluded=excluded, repeated=repeated)
+    # Judged and not held out: rows 0, 1, 3, 4, 5, 7 (row 2 is judged but held out).
+    assert ev.paired == {
+        "a1": {"n": 6, "b": 0, "c": 3, "champion_right": 3, "challenger_right": 6, "excluded": 2, "repeated": 1},
+        "a2": {"n": 6, "b": 2, "c": 2, "champion_right": 3, "challenger_right": 3, "excluded": 2, "repeated": 1},
+    }
+    # Served: a1 rows 0, 5, 7 (all right by a1); champ rows 1, 4 (right on 4); a2 row 3 (wrong).
+    assert ev.served == {"a1": {"n": 3, "right": 3}, "champ": {"n": 2, "right": 1}, "a2": {"n": 1, "right": 0}}
+    assert ev.holdout == {"n": 1, "champion_right": 1, "excluded": 2, "repeated": 1}
+
+
+def test_count_window_by_default_counts_every_row_not_judged_as_excluded_and_none_repeated():
+    truth, champ, arms, served_by, judged, _, _ = _window()
+    ev = experiments.count_window(truth, champ, {"a1": arms["a1"]}, served_by, judged)
+    assert (ev.paired["a1"]["excluded"], ev.paired["a1"]["repeated"]) == (3, 0)
+    assert (ev.holdout["excluded"], ev.holdout["repeated"]) == (3, 0)
+
+
+def test_judge_rows_refuses_rows_that_map_to_no_key_and_mismatched_flags():
+    import pytest
+
+    flags = np.zeros(3, dtype=bool)
+    for bad in ([0, 3], [-1, 0], [3]):           # one past the end alone is refused too
+        with pytest.raises(ValueError, match="maps to no distinct key"):
+            experiments.judge_rows(np.array(bad), flags, flags)
+    with pytest.raises(ValueError, match=r"trained \(\(3,\)\) and owned \(\(2,\)\) flags differ in shape"):
+        experiments.judge_rows(np.array([0]), flags, np.zeros(2, dtype=bool))
+    # 0/1 flags are flags.
+    j = experiments.judge_rows(np.array([0, 1, 2, 0]), [0, 1, 0], [1, 1, 0])
+    assert (j.judged.tolist(), j.excluded.tolist(), j.repeated.tolist()) == (
+        [True, False, False, False], [False, True, False, False], [False, False, True, True])
+
+
+def test_tokens_are_uint64_also_when_empty_or_one_and_keep_trailing_zero_bytes():
+    for tokens in (experiments.digest_tokens([]), experiments.hex_tokens([]), experiments.id_tokens([])):
+        assert tokens.dtype == np.uint64 and tokens.shape == (0,)
+    one = experiments.digest_tokens([bytes(range(1, 33))])
+    assert one.dtype == np.uint64 and one.tolist() == [0x0102030405060708]
+    # numpy hands out S items without their trailing zero bytes: the S32 view keeps every digest whole.
+    zeros = [b"\x01" * 8 + b"\x00" * 24, b"\x02" * 8 + b"\x00" * 24]
+    assert experiments.digest_tokens(zeros).tolist() == [0x0101010101010101, 0x0202020202020202]
+    small = experiments.hex_tokens(["0" * 15 + "5" + "0" * 48])
+    assert small.dtype == np.uint64 and small.tolist() == [5]
+    ids = experiments.id_tokens(["id:a"])        # sha256(b"id:a") starts 85a0aaf389421026
+    assert ids.dtype == np.uint64 and ids.tolist() == [0x85A0AAF389421026]

@@ -73,3 +73,44 @@ def test_roles_come_from_routing_alone():
         ["champion", "previous", "challenger", "challenger", "-"]
     # A version that is both champion and previous (a degenerate routing) is the champion.
     assert Routing(champion="c", previous="c").role_of("c") == "champion"
+
+
+def test_routing_round_trips_through_its_redis_hash_exactly():
+    from irisdag.core.routing import dump_shares, parse_shares
+
+    r = Routing(champion="c", previous="p", challenger="a2", strategy="bandit",
+                shares=(("a2", 2500), ("a1", 1500)), holdout_bp=700, salt="s", epoch=7, updated_at="t")
+    h = r.to_hash()
+    assert h == {"champion": "c", "previous": "p", "challenger": "a2", "strategy": "bandit",
+                 "shares": '{"a2":2500,"a1":1500}', "holdout_bp": "700", "salt": "s", "epoch": "7",
+                 "updated_at": "t"}
+    assert Routing.from_hash(h) == r
+    # Values as Redis hands them back (bytes) are decoded; the shares keep their order.
+    assert Routing.from_hash({k: v.encode() for k, v in h.items()}) == r
+    # Missing or empty fields are the defaults, not errors.
+    assert Routing.from_hash({}) == Routing()
+    assert Routing.from_hash({"holdout_bp": "", "epoch": None, "shares": ""}) == Routing()
+    assert Routing().to_hash() == {"champion": "", "previous": "", "challenger": "", "strategy": "",
+                                   "shares": "{}", "holdout_bp": "0", "salt": "", "epoch": "0", "updated_at": ""}
+    assert parse_shares('{"b": 10000, "a": 0}') == [("b", 10000), ("a", 0)]
+    assert parse_shares("") == [] and parse_shares(None) == []
+    assert dump_shares({"x": 5}) == '{"x":5}' and dump_shares([("y", "7"), ("x", 5)]) == '{"y":7,"x":5}'
+
+
+@pytest.mark.parametrize("text,message", [
+    ('["a", 1]', "shares must be a JSON object, got '[\"a\", 1]'"),
+    ('{"a": -1}', "share of a is -1 basis points; must be within 0..10000"),
+    ('{"a": 10001}', "share of a is 10001 basis points; must be within 0..10000"),
+])
+def test_bad_shares_are_refused_naming_the_value(text, message):
+    from irisdag.core.routing import parse_shares
+
+    with pytest.raises(ValueError) as err:
+        parse_shares(text)
+    assert str(err.value) == message
+
+
+def test_versions_lists_every_version_once_in_order():
+    r = Routing(champion="c", previous="p", challenger="a", shares=(("a", 10), ("b", 20), ("c", 5)))
+    assert r.versions() == ["c", "p", "a", "b"]
+    assert Routing(champion="c").versions() == ["c"] and Routing().versions() == []

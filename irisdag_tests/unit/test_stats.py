@@ -149,6 +149,7 @@ def _wilson_bounds(x: float, reps: int):
     return stats.wilson(int(round(x * reps)), reps)
 
 
+@pytest.mark.slow_sim
 def test_simulation_msprt_keeps_false_promotions_below_alpha_while_peeking_mcnemar_does_not():
     """4% discordant, 200 rows a batch, 30 looks, no-better challenger (θ = 1/2)."""
     alpha, reps = 0.05, 4000
@@ -168,6 +169,7 @@ def test_simulation_msprt_keeps_false_promotions_below_alpha_while_peeking_mcnem
     assert _wilson_bounds(peeking_one_sided, reps)[0] > 0.15   # 18.75% (STATS.md: 19%)
 
 
+@pytest.mark.slow_sim
 def test_simulation_msprt_still_finds_a_better_challenger():
     # θ = 0.65: the challenger wins 65% of discordant pairs (0.6 points better at 4% discordant).
     b, c = _simulate_looks(2000, theta=0.65, seed=7)
@@ -306,6 +308,7 @@ def test_paired_interval_endpoints_solve_the_score_equation(b, c, n):
     assert _score_by_numerical_mle(hi, b, c, n) == pytest.approx(-z, abs=1e-4)
 
 
+@pytest.mark.slow_sim
 def test_paired_interval_coverage_by_simulation():
     rng = np.random.default_rng(11)
     n, p12, p21 = 300, 0.03, 0.05        # challenger-only right 3%, champion-only 5%
@@ -364,6 +367,7 @@ def test_confidence_sequence_is_centred_and_shrinks():
     assert stats.confidence_sequence(0, 0, 0.04, 20.0, 0.05) == (-1.0, 1.0)
 
 
+@pytest.mark.slow_sim
 def test_confidence_sequence_holds_over_all_looks_by_simulation():
     """50 looks of 500 rows, 4% discordant. Under Δ = 0 it excludes the truth rarely
     (STATS.md: 1.3%); under Δ = −δ its lower bound rarely clears −δ (a canary would
@@ -421,6 +425,7 @@ def test_sample_size_paired_connor_table(psi, effect, expected):
     assert stats.sample_size_paired(psi, effect, 0.05, 0.8) == expected
 
 
+@pytest.mark.slow_sim
 def test_sample_size_paired_power_by_simulation():
     """At Connor's n (783 rows, 4% discordant, +2 points) exact McNemar has power ≈ 0.8."""
     n = stats.sample_size_paired(0.04, 0.02)

@@ -1,0 +1,156 @@
+"""Exact values of the statistics the decisions use, from closed forms written out here (not
+from the function under test), and their refusals naming the value: tests that notice a changed
+sign, constant, bound or argument (the mutation review, docs/mutation-review.md)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from irisdag.core import stats
+
+
+def _log_beta(a, b):
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def _log_m(k, n, p, a=1.0, b=1.0):
+    """Robbins' beta-binomial mixture, written out: log B(a+k, b+n−k) − log B(a, b) − k log p − (n−k) log(1−p)."""
+    out = _log_beta(a + k, b + n - k) - _log_beta(a, b)
+    if k:
+        out -= k * math.log(p)
+    if n - k:
+        out -= (n - k) * math.log1p(-p)
+    return out
+
+
+# ------------------------------------------------------------------ Bernoulli mixture martingale
+@pytest.mark.parametrize("k,n,p,prior", [
+    (3, 5, 0.5, (2.0, 3.0)), (3, 5, 0.3, (3.0, 0.5)), (1, 4, 0.2, (1.0, 1.0)), (3, 4, 0.9, (1.0, 1.0)),
+    (0, 5, 0.3, (1.0, 1.0)), (5, 5, 0.3, (1.0, 1.0)), (0, 5, 0.0, (1.0, 1.0)), (5, 5, 1.0, (1.0, 1.0)),
+    (0, 0, 0.4, (2.0, 5.0)), (900, 1000, 0.88, (0.5, 0.5)),
+])
+def test_bernoulli_mixture_equals_its_closed_form_at_every_edge(k, n, p, prior):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # p = 0 or 1 at k = 0 or k = n: no log(0) warning
+        got = stats.bernoulli_mixture_log_lambda(k, n, p, prior)
+    assert got == pytest.approx(_log_m(k, n, p, *prior), rel=1e-10, abs=1e-12)
+
+
+def test_bernoulli_mixture_refuses_a_bad_prior_and_nan_anywhere():
+    for prior in ((0.0, 1.0), (1.0, 0.0), (-1.0, 2.0)):
+        with pytest.raises(ValueError, match=r"prior must be two positive Beta parameters, got \("):
+            stats.bernoulli_mixture_log_lambda(1, 2, 0.5, prior)
+    for args in ((math.nan, 2, 0.5), (1, math.nan, 0.5), (1, 2, math.nan)):
+        with pytest.raises(ValueError, match="NaN in the counts or the mean of a Bernoulli confidence sequence"):
+            stats.bernoulli_mixture_log_lambda(*args)
+    arr = stats.bernoulli_mixture_log_lambda(np.array([1, 3]), np.array([4, 4]), 0.5)
+    assert arr.tolist() == pytest.approx([_log_m(1, 4, 0.5), _log_m(3, 4, 0.5)], rel=1e-12)
+
+
+# ------------------------------------------------------------------ Bernoulli confidence sequence
+@pytest.mark.parametrize("k,n,alpha,prior", [
+    (1, 1, 0.05, (1.0, 1.0)), (0, 1, 0.05, (1.0, 1.0)), (3, 10, 0.05, (1.0, 1.0)), (7, 10, 0.025, (2.0, 0.5)),
+    (0, 40, 0.05, (1.0, 1.0)), (40, 40, 0.0125, (1.0, 1.0)), (900, 1000, 0.025, (1.0, 1.0)),
+    (4340, 5000, 0.05, (1.0, 1.0)), (1, 2000, 0.05, (0.5, 0.5)),
+])
+def test_bernoulli_cs_ends_are_the_outer_roots_of_the_mixture_at_one_over_alpha(k, n, alpha, prior):
+    lo, hi = stats.bernoulli_cs(k, n, alpha, prior)
+    level = math.log(1 / alpha)
+    centre = k / n
+    if k == 0:
+        assert lo == 0.0
+    else:
+        assert 0 < lo < centre and _log_m(k, n, lo, *prior) == pytest.approx(level, rel=1e-9, abs=1e-9)
+        assert _log_m(k, n, (lo + centre) / 2, *prior) < level
+        assert _log_m(k, n, lo * (1 - 1e-6), *prior) > level    # the outer root: just below it, excluded
+    if k == n:
+        assert hi == 1.0
+    else:
+        assert centre < hi < 1 and _log_m(k, n, hi, *prior) == pytest.approx(level, rel=1e-9, abs=1e-9)
+        assert _log_m(k, n, (hi + centre) / 2, *prior) < level
+        assert _log_m(k, n, hi + (1 - hi) * 1e-6, *prior) > level
+
+
+def test_bernoulli_cs_vectorised_equals_scalar_and_a_warm_start_lands_on_the_same_ends():
+    k, n = np.array([0, 3, 7, 40, 900]), np.array([0, 10, 10, 40, 1000])
+    lo, hi = stats.bernoulli_cs(k, n, 0.05)
+    for i in range(len(k)):
+        assert (lo[i], hi[i]) == pytest.approx(stats.bernoulli_cs(int(k[i]), int(n[i]), 0.05), rel=1e-12)
+    assert (lo[0], hi[0]) == (0.0, 1.0)
+    before = stats.bernoulli_cs(880, 990, 0.05)
+    assert stats.bernoulli_cs(900, 1000, 0.05, start=before, iterations=4) == pytest.approx(
+        stats.bernoulli_cs(900, 1000, 0.05), rel=1e-9)
+
+
+def test_bernoulli_cs_refuses_bad_input_naming_it():
+    with pytest.raises(ValueError, match="alpha must be strictly between 0 and 1, got 1.0"):
+        stats.bernoulli_cs(1, 2, 1.0)
+    with pytest.raises(ValueError, match=r"prior must be two positive Beta parameters, got \(1.0, 0.0\)"):
+        stats.bernoulli_cs(1, 2, 0.05, (1.0, 0.0))
+    with pytest.raises(ValueError, match=r"prior must be two positive Beta parameters, got \(0.0, 1.0\)"):
+        stats.bernoulli_cs(1, 2, 0.05, (0.0, 1.0))
+    for k, n in ((3, 2), (-1, 2)):
+        with pytest.raises(ValueError, match="successes must lie within 0..n"):
+            stats.bernoulli_cs(k, n, 0.05)
+    for k, n in ((math.nan, 2), (1, math.nan)):
+        with pytest.raises(ValueError, match="NaN in the counts of a Bernoulli confidence sequence"):
+            stats.bernoulli_cs(k, n, 0.05)
+
+
+# ------------------------------------------------------------------ stratified unpaired mSPRT (CMH)
+def _cmh_lambda(strata, tau2):
+    u = w_sum = v = 0.0
+    for k1, n1, k2, n2 in strata:
+        if n1 and n2:
+            w = n1 * n2 / (n1 + n2)
+            p = (k1 + k2) / (n1 + n2)
+            u, w_sum, v = u + w * (k2 / n2 - k1 / n1), w_sum + w, v + w * p * (1 - p)
+    theta, s2 = u / w_sum, v / w_sum**2
+    return math.sqrt(s2 / (s2 + tau2)) * math.exp(tau2 * theta**2 / (2 * s2 * (s2 + tau2)))
+
+
+def test_stratified_msprt_equals_the_cmh_closed_form_skipping_empty_batches():
+    strata = [(8, 10, 9, 10), (0, 0, 5, 5), (1, 2, 2, 2), (30, 40, 18, 20), (3, 3, 0, 0)]
+    want = _cmh_lambda(strata, 0.01)
+    assert stats.stratified_unpaired_msprt(strata, 0.01) == pytest.approx(want, rel=1e-12)
+    # One batch of weight exactly 1 (n1 = n2 = 2) is evidence like any other.
+    assert stats.stratified_unpaired_msprt([(1, 2, 2, 2)], 0.01) == pytest.approx(
+        _cmh_lambda([(1, 2, 2, 2)], 0.01), rel=1e-12) != 1.0
+    # No batch with both arms, or no variance: no evidence.
+    assert stats.stratified_unpaired_msprt([(0, 0, 5, 5), (3, 3, 0, 0)], 0.01) == 1.0
+    assert stats.stratified_unpaired_msprt([(10, 10, 20, 20)], 0.01) == 1.0
+    assert stats.stratified_unpaired_msprt([], 0.01) == 1.0
+    # Successes equal to rows are fine in either arm.
+    assert stats.stratified_unpaired_msprt([(10, 10, 19, 20)], 0.01) == pytest.approx(
+        _cmh_lambda([(10, 10, 19, 20)], 0.01), rel=1e-12)
+    assert stats.stratified_unpaired_msprt([(9, 10, 20, 20)], 0.01) == pytest.approx(
+        _cmh_lambda([(9, 10, 20, 20)], 0.01), rel=1e-12)
+
+
+def test_stratified_msprt_refuses_bad_strata_naming_them():
+    with pytest.raises(ValueError, match=r"tau2 \(the mixture variance\) must be > 0, got 0.0"):
+        stats.stratified_unpaired_msprt([(1, 2, 1, 2)], 0.0)
+    for stratum in ((3, 2, 1, 2), (1, 2, 3, 2)):
+        with pytest.raises(ValueError, match=rf"successes exceed rows in stratum \({stratum[0]}, 2, {stratum[2]}, 2\)"):
+            stats.stratified_unpaired_msprt([stratum], 0.01)
+    for i, name in enumerate(("k1", "n1", "k2", "n2")):
+        stratum = [1, 2, 1, 2]
+        stratum[i] = -1
+        with pytest.raises(ValueError, match=f"^{name} must be a non-negative integer, got -1$"):
+            stats.stratified_unpaired_msprt([tuple(stratum)], 0.01)
+
+
+# ------------------------------------------------------------------ fixed-n unpaired tests
+@pytest.mark.parametrize("func", [stats.fisher, stats.two_proportion_z])
+def test_fixed_n_tests_name_the_bad_count(func):
+    for i, name in enumerate(("k1", "n1", "k2", "n2")):
+        args = [1, 2, 1, 2]
+        args[i] = -1
+        with pytest.raises(ValueError, match=f"^{name} must be a non-negative integer, got -1$"):
+            func(*args)
+    for args in ((3, 2, 1, 2), (1, 2, 3, 2)):
+        with pytest.raises(ValueError, match="^successes exceed rows$"):
+            func(*args)
