@@ -35,7 +35,69 @@ def get_instance():
 
     ensure_dagster_home()
     _fast_local_sqlite()
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    _reuse_sqlite_engines(instance)
+    return instance
+
+
+def _reuse_sqlite_engines(instance) -> None:
+    """One SQLAlchemy engine per SQLite file for this process's instance.
+
+    Dagster's SQLite storages build an engine for every use and throw it away: the
+    event log one for every event (about 220 in a demo), each time running the
+    dialect's first-connect setup, which costs more than the insert. Here each file
+    keeps one engine. Connections still open and close with every use (NullPool, as
+    Dagster's), so each close still checkpoints the WAL into the run's file, which a
+    UI watching the run waits for. The files, their schema and every statement stay
+    Dagster's. Only the exact local classes are changed, and only on this instance
+    object (the CLI's demo and rollback): another storage, or a Dagster whose
+    internals differ, keeps its own code.
+    """
+    import contextlib
+    import threading
+
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engines: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def engine_for(conn_string: str, **kwargs):
+        with lock:
+            engine = engines.get(conn_string)
+            if engine is None:
+                engine = engines[conn_string] = create_engine(conn_string, poolclass=NullPool, **kwargs)
+            return engine
+
+    events = instance.event_log_storage
+    if type(events) is sqlite_event_log.SqliteEventLogStorage and all(
+            hasattr(events, a) for a in ("_db_lock", "_initialized_dbs", "_initdb", "conn_string_for_shard")) \
+            and hasattr(sqlite_event_log, "SQLITE_BUSY_TIMEOUT_SECONDS"):
+        timeout = {"timeout": sqlite_event_log.SQLITE_BUSY_TIMEOUT_SECONDS}
+
+        @contextlib.contextmanager
+        def _connect(shard: str):  # SqliteEventLogStorage._connect, with the engine kept
+            with events._db_lock:
+                engine = engine_for(events.conn_string_for_shard(shard), connect_args=timeout)
+                if shard not in events._initialized_dbs:
+                    events._initdb(engine)
+                    events._initialized_dbs.add(shard)
+                with engine.connect() as conn:
+                    with conn.begin():
+                        yield conn
+
+        events._connect = _connect
+    runs = instance.run_storage
+    if type(runs) is SqliteRunStorage and isinstance(getattr(runs, "_conn_string", None), str):
+        @contextlib.contextmanager
+        def connect():  # SqliteRunStorage.connect, with the engine kept
+            with engine_for(runs._conn_string).connect() as conn:
+                with conn.begin():
+                    yield conn
+
+        runs.connect = connect
 
 
 def _fast_local_sqlite() -> None:

@@ -136,7 +136,20 @@ def _describe_json_model(data: bytes, name: str) -> dict:
             "save the model as XGBoost JSON (booster.save_model('model.json'))", "pickle")
     if head == b"PK":
         raise ModelFormatError(f"{name}: is a zip archive, not an XGBoost JSON model", "archive")
-    return check_model_bytes(data, name)
+    # The structural check is a function of the bytes alone: once per content and process
+    # (a demo loads each model about six times; the check is most of a load).
+    digest = sha256_bytes(data)
+    facts = _CHECKED.get(digest)
+    if facts is None:
+        facts = check_model_bytes(data, name)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.pop(next(iter(_CHECKED)))
+        _CHECKED[digest] = facts
+    return dict(facts)
+
+
+_CHECKED: dict[str, dict] = {}  # SHA-256 of model bytes that passed -> their facts
+_CHECKED_MAX = 256
 
 
 def _booster_from_bytes(data: bytes, name: str, checked: bool = False) -> xgb.Booster:
