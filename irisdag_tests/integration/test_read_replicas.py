@@ -192,7 +192,7 @@ def test_an_unreachable_replica_is_skipped_and_the_next_one_or_the_primary_answe
     assert pair.fcall_ro_calls(pair.primary) == primary_before + 1
 
 
-def test_the_cli_looks_up_on_the_replica_and_queues_misses_on_the_primary(pair, served, monkeypatch, capsys):
+def test_the_cli_looks_up_on_the_replica_and_queues_misses_on_the_primary(pair, served, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("REDIS_URL", pair.primary.url("consumer"))
     monkeypatch.setenv(READ_URLS_ENV, pair.replica.url("consumer"))
     features = ["7.9", "3.8", "6.4", "2.0"]  # never stored: a miss
@@ -205,6 +205,14 @@ def test_the_cli_looks_up_on_the_replica_and_queues_misses_on_the_primary(pair, 
     assert (pair.fcall_ro_calls(pair.primary), pair.fcall_ro_calls(pair.replica)) == (before[0], before[1] + 1)
     with pair.admin(pair.primary) as prim:
         assert prim.xlen(MISSES_KEY) == queued_before + 1
+
+    csv = tmp_path / "rows.csv"
+    csv.write_text("sepal_length,sepal_width,petal_length,petal_width\n" + ",".join(features) + "\n")
+    before = (pair.fcall_ro_calls(pair.primary), pair.fcall_ro_calls(pair.replica))
+    assert cli.main(["lookup", "--file", str(csv)]) == 0
+    assert "route=miss" in capsys.readouterr().out
+    after = (pair.fcall_ro_calls(pair.primary), pair.fcall_ro_calls(pair.replica))
+    assert after[0] == before[0] and after[1] > before[1], (before, after)
 
 
 def test_read_urls_without_redis_url_are_refused_with_one_line(monkeypatch, capsys):
