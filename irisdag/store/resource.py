@@ -170,22 +170,23 @@ class _ReadSet:
     """A process's replicas for lookups: round robin from a random start, skipping for
     REPLICA_RETRY_AFTER seconds a replica that could not answer."""
 
-    def __init__(self, urls: tuple[str, ...]):
+    def __init__(self, urls: tuple[str, ...], clock=time.monotonic):
         self.urls = urls
         self.next = random.randrange(len(urls))
         self.down_until: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.clock = clock
 
     def order(self) -> list[str]:
         """The replicas to try for one lookup, in order (the primary comes after them)."""
         with self.lock:
             start, self.next = self.next, (self.next + 1) % len(self.urls)
-        now = time.monotonic()
+        now = self.clock()
         rotated = self.urls[start:] + self.urls[:start]
         return [u for u in rotated if self.down_until.get(u, 0.0) <= now]
 
     def mark_down(self, url: str) -> None:
-        self.down_until[url] = time.monotonic() + REPLICA_RETRY_AFTER
+        self.down_until[url] = self.clock() + REPLICA_RETRY_AFTER
 
 
 _READ_SETS: dict[tuple[str, ...], _ReadSet] = {}
