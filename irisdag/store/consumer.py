@@ -52,6 +52,10 @@ class ConsumerStore:
         self.label = label
         self._handshake = handshake  # sent with the first command, in the same write
         self._functions = functions  # FCALL_RO (True), EVALSHA (False), try FCALL_RO first (None)
+        # A cluster node answers INFO cluster_enabled:1 (a consumer refused INFO is told
+        # MOVED or CLUSTERDOWN by a node that does not serve `irisdag:routing`'s slot, and by
+        # the one that does, a routing key it never holds: misses, then StoreClient's answer).
+        self._cluster_checked = not url
 
     # ---- connection -------------------------------------------------------------
 
@@ -138,7 +142,13 @@ class ConsumerStore:
                 command = ("EVALSHA", eval_sha("lookup"), "1", ROUTING_KEY, *keys)
             else:
                 command = ("FCALL_RO", "lookup", "1", ROUTING_KEY, *keys)
-            [reply] = self._send([command])
+            if self._cluster_checked:
+                [reply] = self._send([command])
+            else:  # same write, same round trip: a Redis Cluster node may hold `irisdag:routing`'s slot
+                info, reply = self._send([("INFO", "cluster"), command])
+                self._cluster_checked = True
+                if isinstance(info, bytes) and b"cluster_enabled:1" in info:
+                    raise Fallback("a Redis Cluster: StoreClient reads its hash-tagged keys (docs/cluster.md)")
             if not isinstance(reply, ReplyError):
                 return reply
             if reply.code in _AUTH_CODES:

@@ -117,6 +117,13 @@ _VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 def _library_code(client: redis.Redis) -> str | None:
     """The code of the ``irisdag`` library loaded on the server (FUNCTION LIST, read only), or None."""
     libraries = client.function_list(library="irisdag", withcode=True)
+    if isinstance(libraries, dict):  # a Redis Cluster: every primary's answer; all must hold this code
+        codes = {_library_code_of(libs) for libs in libraries.values()}
+        return codes.pop() if len(codes) == 1 else None
+    return _library_code_of(libraries)
+
+
+def _library_code_of(libraries) -> str | None:
     for lib in libraries or []:
         items = lib.items() if isinstance(lib, dict) else zip(lib[::2], lib[1::2])
         fields = {_s(k): v for k, v in items}
@@ -132,6 +139,7 @@ class _Conn:
     client: redis.Redis
     functions: bool | None = None  # server has FUNCTION/FCALL (Redis >= 7)
     loaded: bool = False
+    keys: "Keyspace" = field(default_factory=lambda: SINGLE)  # key names: one server or a cluster
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -206,6 +214,27 @@ def _replica_unavailable(err: BaseException) -> bool:
         text.startswith(("masterdown", "loading")) or "function not found" in text)
 
 
+def _is_cluster(client: redis.Redis) -> bool:
+    """Whether the server at ``url`` is a Redis Cluster node: ``INFO cluster`` says
+    cluster_enabled:1 (a user refused INFO: CLUSTER SLOTS answers, which redis-py's
+    cluster client needs anyway). Connection errors propagate (`ping` names the URL)."""
+    try:
+        return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+    except redis.exceptions.NoPermissionError:
+        try:
+            client.execute_command("CLUSTER SLOTS")
+            return True
+        except redis.ResponseError:
+            return False  # a single server ("cluster support disabled"), or not allowed either
+
+
+def _cluster_client(url: str):
+    """redis-py's own Redis Cluster client, seeded with the node ``url`` names."""
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(url, socket_timeout=120, socket_connect_timeout=5)
+
+
 def close_clients() -> None:
     """Forget the cached clients (tests; after the server was restarted or stopped)."""
     with _CONNS_LOCK:
@@ -241,6 +270,111 @@ def pred_key(version: str, shard: int, *, ids: bool = False, layout: int = 0) ->
 def pred_prefix(version: str, layout: int = 0) -> str:
     """Shard hash names of a layout: layout 0 ``pred:<v>:<s>``, a resharded one ``pred:<v>:g<layout>:<s>``."""
     return f"{PRED_PREFIX}{version}:" + (f"g{int(layout)}:" if int(layout) else "")
+
+
+# ---- Redis Cluster key layout (docs/cluster.md) ------------------------------------
+# On one server every key keeps the names above. On a Redis Cluster every key is
+# the same name with a hash tag after `irisdag:`: control keys (routing, version
+# metadata, audit, misses, decisions, evidence, ...) `irisdag:{irisdag}:...`, all
+# in one slot, so the Lua `route` stays one atomic call; a version's answer shard s
+# `irisdag:{<tag of s mod CLUSTER_TAGS>}:pred:...`, beside that tag's stamped copy
+# of the routing (`irisdag:{<tag>}:routing`) and of each version's layout
+# (`irisdag:{<tag>}:version:<v>`), so a lookup reads one slot on one node.
+CONTROL_TAG = "irisdag"
+CLUSTER_TAGS = 1024  # shard counts are multiples of it on a cluster
+_SLOTS = 16384
+
+
+@functools.cache
+def cluster_tags() -> tuple[str, ...]:
+    """The hash tag of each of the CLUSTER_TAGS shard groups: tag t is the smallest
+    non-negative integer, in decimal, whose slot lies in [16 t, 16 t + 16). The tags
+    so cover the slot space evenly, and each master holds answers in proportion to
+    the slots it serves (341 or 342 tags of 1024 each, for 3 equal masters)."""
+    from redis.crc import key_slot
+
+    width = _SLOTS // CLUSTER_TAGS
+    tags: list[str | None] = [None] * CLUSTER_TAGS
+    left, i = CLUSTER_TAGS, 0
+    while left:
+        t = key_slot(str(i).encode()) // width
+        if tags[t] is None:
+            tags[t] = str(i)
+            left -= 1
+        i += 1
+    return tuple(tags)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """The key names of one store: one server (``tags`` = 0: the names above, unchanged)
+    or a Redis Cluster (``tags`` = CLUSTER_TAGS: hash-tagged, docs/cluster.md)."""
+
+    tags: int = 0
+
+    @property
+    def cluster(self) -> bool:
+        return self.tags > 0
+
+    @property
+    def base(self) -> str:
+        return f"irisdag:{{{CONTROL_TAG}}}:" if self.tags else "irisdag:"
+
+    def __getattr__(self, name: str) -> str:
+        # routing, operations, audit, ...: the single-server constant's name under this base.
+        single = _CONTROL_NAMES.get(name)
+        if single is None:
+            raise AttributeError(name)
+        return self.base + single[len("irisdag:"):]
+
+    def tag_base(self, shard: int) -> str:
+        """The prefix of the keys of shard ``shard``'s group (its hash tag on a cluster)."""
+        return f"irisdag:{{{cluster_tags()[shard % self.tags]}}}:" if self.tags else "irisdag:"
+
+    def pred_prefix(self, version: str, layout: int = 0, shard: int = 0) -> str:
+        return f"{self.tag_base(shard)}pred:{version}:" + (f"g{int(layout)}:" if int(layout) else "")
+
+    def pred_key(self, version: str, shard: int, *, ids: bool = False, layout: int = 0) -> str:
+        return f"{self.pred_prefix(version, layout, shard)}{'i' if ids else ''}{shard}"
+
+    def routing_copy(self, tag: int) -> str:
+        """A shard group's stamped copy of the routing (cluster)."""
+        return self.tag_base(tag) + "routing"
+
+    def layout_copy(self, tag: int, version: str) -> str:
+        """A shard group's stamped copy of a version's layout (cluster)."""
+        return f"{self.tag_base(tag)}version:{version}"
+
+    def judged(self, experiment: str, shard: int) -> str:
+        return f"{self.tag_base(shard)}judged:{experiment}:{shard}"
+
+    def round_shards(self, shards: int) -> int:
+        """A shard count this layout can use: on a cluster a multiple of the tags."""
+        if not self.tags:
+            return int(shards)
+        return max(1, -(-int(shards) // self.tags)) * self.tags
+
+
+SINGLE = Keyspace()
+_CONTROL_NAMES = {
+    "routing": ROUTING_KEY, "operations": OPERATIONS_KEY, "audit": AUDIT_KEY, "misses": MISSES_KEY,
+    "dead_misses": DEAD_MISSES_KEY, "dead_counts": DEAD_COUNTS_KEY, "inputs": INPUTS_KEY,
+    "decision": DECISION_KEY, "decisions": DECISIONS_KEY, "version_prefix": VERSION_PREFIX,
+    "versions": VERSIONS_KEY, "evidence_prefix": EVIDENCE_PREFIX, "experiment_prefix": EXPERIMENT_PREFIX,
+    "run_failures": RUN_FAILURES_KEY,
+}
+
+
+def _tag_of_key(key: str) -> int:
+    """A key's shard tag on a cluster: its shard mod CLUSTER_TAGS, which is its leading 32
+    bits (feature keys) or SHA-1's (id keys) mod CLUSTER_TAGS, since shard counts are
+    multiples of it. A key that is neither (never stored) goes to tag 0 and misses."""
+    if key.startswith(ID_PREFIX):
+        return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % CLUSTER_TAGS
+    try:
+        return int(key[:8], 16) % CLUSTER_TAGS if len(key) == 64 else 0
+    except ValueError:
+        return 0
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -329,6 +463,16 @@ def _response_error(message: str) -> Exception:
         return redis.ResponseError(message)
 
 
+def _command_key(head: bytes) -> bytes:
+    """The second argument (the key) of a RESP-packed command."""
+    pos = head.index(b"\r\n") + 2            # past *N
+    pos = head.index(b"\r\n", pos) + 2       # past $len of the command name
+    pos = head.index(b"\r\n", pos) + 2       # past the name
+    end = head.index(b"\r\n", pos)
+    n = int(head[pos + 1:end])
+    return head[end + 2:end + 2 + n]
+
+
 def _pack_call(head: Sequence, keys: list[str]) -> bytes:
     """One command: ``head`` arguments, then ``keys`` (str), as RESP."""
     out = [b"*%d\r\n" % (len(head) + len(keys))]
@@ -340,7 +484,12 @@ def _pack_call(head: Sequence, keys: list[str]) -> bytes:
     return b"".join(out)
 
 
-ROUTE_CODES = {0: "miss", 1: "holdout"}  # codes >= 4: 4 * (1 + arm) + class index
+# Replies after which a cluster's slot map is reloaded and a batch sent again.
+_CLUSTER_MOVES = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.exceptions.ClusterDownError,
+                  redis.exceptions.TryAgainError)
+
+ROUTE_CODES = {0: "miss", 1: "holdout"}
+ROUTE_WAIT_MS = 1000  # cluster: how long a routing change waits for a replica of the control slot  # codes >= 4: 4 * (1 + arm) + class index
 
 
 def _codes_onto(codes: np.ndarray, names: list[str], versions: list[str], more: bool) -> np.ndarray:
@@ -492,6 +641,11 @@ class StoreClient:
                     if scheme not in ("redis", "rediss", "unix"):
                         raise ValueError(f"redis_url must start with redis:// or rediss://, got {redact_url(url)!r}")
                     client = redis.Redis.from_url(url, socket_timeout=120, socket_connect_timeout=5)
+                    if _is_cluster(client):
+                        client.close()
+                        conn = _CONNS[cache_key] = _Conn(client=_cluster_client(url), functions=True,
+                                                         keys=Keyspace(tags=CLUSTER_TAGS))
+                        return conn
                 else:
                     try:
                         client = embedded.client()
@@ -506,8 +660,18 @@ class StoreClient:
         return redact_url(self.redis_url) if self.redis_url else f"the embedded server in {embedded.server_dir()}"
 
     def client(self) -> redis.Redis:
-        """The process's redis-py client for this store (bytes responses)."""
+        """The process's redis-py client for this store (bytes responses): a
+        ``redis.cluster.RedisCluster`` when the URL names a node of a Redis Cluster."""
         return self._conn().client
+
+    def _keys(self) -> Keyspace:
+        """This store's key names (today's on one server; hash-tagged on a cluster)."""
+        return self._conn().keys
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether the store is a Redis Cluster (detected from the server on first connect)."""
+        return self._conn().keys.cluster
 
     def ping(self) -> None:
         """Raise StoreUnavailable with a clear message when Redis cannot be reached."""
@@ -649,10 +813,10 @@ class StoreClient:
     def _plan_shards(self, expected_keys: int) -> int:
         # The version will have to cover what the champion covers, and more.
         planned = max(int(expected_keys or 0), 0)
-        champion = _s(self.client().hget(ROUTING_KEY, "champion"))
+        champion = _s(self.client().hget(self._keys().routing, "champion"))
         if champion:
-            planned = max(planned, int(_s(self.client().hget(VERSION_PREFIX + champion, "keys")) or 0))
-        return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(planned / FILL_TARGET)))
+            planned = max(planned, int(_s(self.client().hget(self._keys().version_prefix + champion, "keys")) or 0))
+        return self._keys().round_shards(min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(planned / FILL_TARGET))))
 
     def register_version(self, version: str, digest: str, *, role: str, extra: dict | None = None,
                          expected_keys: int = 0) -> dict[str, str]:
@@ -671,7 +835,7 @@ class StoreClient:
         if clash:
             raise ValueError(f"register_version({version}): extra may not set {sorted(clash)}")
         client = self.client()
-        key = VERSION_PREFIX + version
+        key = self._keys().version_prefix + version
         known = _s(client.hget(key, "digest"))
         if known and known != digest:
             raise ValueError(f"version {version} is already registered with digest {known}, not {digest}")
@@ -680,17 +844,22 @@ class StoreClient:
                   **{str(k): _field_value(v) for k, v in extra.items()}}
         pipe = client.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
-        pipe.sadd(VERSIONS_KEY, version)
+        pipe.sadd(self._keys().versions, version)
         for name, value in (("created_at", _now()), ("validated", "pending"), ("complete", "0"),
                             ("generation", "0"), ("keys", "0"), ("shards", str(shards)), ("layout", "0"),
                             ("stored", "0")):
             pipe.hsetnx(key, name, value)
         pipe.hgetall(key)
-        return _decode_hash(pipe.execute()[-1])
+        info = _decode_hash(pipe.execute()[-1])
+        if self._keys().cluster:  # every shard tag's copy of the layout, for lookups there
+            layout = _Layout.parse(version, [info.get(f, "") for f in _Layout.FIELDS])
+            self._cluster_calls(self._layout_mirrors(version, dataclasses.replace(layout, next_layout=None),
+                                                     info.get("classes", "")))
+        return info
 
     def set_validated(self, version: str, ok: bool, reason: str) -> None:
         """Record the checks' verdict: validated = "1" (passed) or "0" (failed), with the reason."""
-        key = VERSION_PREFIX + version
+        key = self._keys().version_prefix + version
         client = self.client()
         if not client.exists(key):
             raise ValueError(f"version {version} is not registered")
@@ -706,7 +875,7 @@ class StoreClient:
         bad = (_RESERVED - {"role"}) & set(fields)
         if bad:
             raise ValueError(f"set_version_fields({version}): {sorted(bad)} belong to the store")
-        key = VERSION_PREFIX + version
+        key = self._keys().version_prefix + version
         client = self.client()
         if not client.exists(key):
             raise ValueError(f"version {version} is not registered")
@@ -715,24 +884,24 @@ class StoreClient:
     def served_champion(self) -> tuple[str, str]:
         """(champion version, its model digest) with HGETs only, as the consumer's ACL allows."""
         client = self.client()
-        champion = _s(client.hget(ROUTING_KEY, "champion"))
-        digest = _s(client.hget(VERSION_PREFIX + champion, "digest")) if champion else ""
+        champion = _s(client.hget(self._keys().routing, "champion"))
+        digest = _s(client.hget(self._keys().version_prefix + champion, "digest")) if champion else ""
         return champion, digest
 
     def version_info(self, version: str) -> dict[str, str] | None:
         """The version's metadata hash (str values), or None when unknown."""
-        raw = self.client().hgetall(VERSION_PREFIX + version)
+        raw = self.client().hgetall(self._keys().version_prefix + version)
         return _decode_hash(raw) if raw else None
 
     def versions(self) -> list[dict[str, str]]:
         """Every registered version's metadata, each with its ``version``, oldest first."""
         client = self.client()
-        listed = {_s(v) for v in client.smembers(VERSIONS_KEY)}
+        listed = {_s(v) for v in client.smembers(self._keys().versions)}
         try:  # versions registered before the index existed, where SCAN is allowed (admin, embedded)
-            listed |= {_s(k)[len(VERSION_PREFIX):] for k in client.scan_iter(match=VERSION_PREFIX + "*", count=1000)}
+            listed |= {_s(k)[len(self._keys().version_prefix):] for k in client.scan_iter(match=self._keys().version_prefix + "*", count=1000)}
         except redis.exceptions.NoPermissionError:
             pass  # the ACL users may not SCAN (DESIGN §3): the index is the list
-        keys = sorted(VERSION_PREFIX + v for v in listed)
+        keys = sorted(self._keys().version_prefix + v for v in listed)
         if not keys:
             return []
         pipe = client.pipeline(transaction=False)
@@ -741,7 +910,7 @@ class StoreClient:
         out = []
         for k, raw in zip(keys, pipe.execute()):
             if raw:
-                out.append({"version": k[len(VERSION_PREFIX):], **_decode_hash(raw)})
+                out.append({"version": k[len(self._keys().version_prefix):], **_decode_hash(raw)})
         out.sort(key=lambda d: (d.get("created_at", ""), d["version"]))
         return out
 
@@ -751,7 +920,7 @@ class StoreClient:
         Sets ``complete`` = "1", adds ``keys_added`` to ``keys``; ``generation``
         never moves back (a re-run of an older batch leaves it as it is).
         """
-        key = VERSION_PREFIX + version
+        key = self._keys().version_prefix + version
         with self.client().pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -780,7 +949,7 @@ class StoreClient:
         client = self.client()
         layout = self._layout(version)
         total = self._count_answers(layout.layout, layout.shards, version)
-        client.hset(VERSION_PREFIX + version, mapping={"keys": str(total), "stored": str(total)})
+        client.hset(self._keys().version_prefix + version, mapping={"keys": str(total), "stored": str(total)})
         return total
 
     def _count_answers(self, layout: int, shards: int, version: str) -> int:
@@ -790,7 +959,7 @@ class StoreClient:
         commands = []
         for ids in (False, True):
             for s in range(shards):
-                name = pred_key(version, s, ids=ids, layout=layout).encode()
+                name = self._keys().pred_key(version, s, ids=ids, layout=layout).encode()
                 commands.append((b"*2\r\n$4\r\nHLEN\r\n$%d\r\n%s\r\n" % (len(name), name), empty))
         total = self._send_pipelined(version, commands)
         return total
@@ -802,37 +971,49 @@ class StoreClient:
         """
         if not _VERSION_ID.fullmatch(version or ""):
             raise ValueError(f"bad version id {version!r}")
-        vkey = VERSION_PREFIX + version
+        vkey = self._keys().version_prefix + version
         client = self.client()
         with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(ROUTING_KEY, vkey)
-                    routing = Routing.from_hash(_decode_hash(pipe.hgetall(ROUTING_KEY)))
+                    pipe.watch(self._keys().routing, vkey)
+                    routing = Routing.from_hash(_decode_hash(pipe.hgetall(self._keys().routing)))
                     if version in routing.versions():
                         raise ValueError(f"version {version} is still named by routing "
                                          f"(epoch {routing.epoch}); it cannot be deleted")
+                    if self._keys().cluster:
+                        # Every copy must have moved past the routing that named it: copy the
+                        # control routing out (a newer epoch than this one aborts the EXEC).
+                        self.sync_routing()
+                        named = [c.epoch for c in self.routing_copies() if version in c.versions()]
+                        if named:
+                            raise ValueError(f"version {version} is still named by {len(named)} routing "
+                                             f"copies (epoch {max(named)}); it cannot be deleted")
                     found = _Layout.parse(version, pipe.hmget(vkey, *_Layout.FIELDS))
                     layouts = found.all() if found else []
                     pipe.multi()
                     pipe.unlink(vkey)
-                    pipe.srem(VERSIONS_KEY, version)
+                    pipe.srem(self._keys().versions, version)
                     removed = pipe.execute()[0]
                     break
                 except redis.WatchError:
                     continue
         # The metadata is gone, so no route can name the version any more.
+        keys = self._keys()
         if layouts:
-            names = [pred_key(version, s, ids=ids, layout=g) for g, n in layouts for s in range(n)
+            names = [keys.pred_key(version, s, ids=ids, layout=g) for g, n in layouts for s in range(n)
                      for ids in (False, True)]
         else:  # registered by someone else, or half deleted: find its hashes (where SCAN is allowed)
+            pattern = f"irisdag:{{*}}:pred:{version}:*" if keys.cluster else f"{PRED_PREFIX}{version}:*"
             try:
-                names = [_s(k) for k in client.scan_iter(match=f"{PRED_PREFIX}{version}:*", count=1000)]
+                names = [_s(k) for k in client.scan_iter(match=pattern, count=1000)]
             except redis.exceptions.NoPermissionError:
                 names = []
-        names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
-        for i in range(0, len(names), 1000):
-            removed += client.unlink(*names[i:i + 1000])
+        if keys.cluster:
+            names += [keys.layout_copy(t, version) for t in range(keys.tags)]
+        else:
+            names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
+        removed += self._unlink(names)
         return int(removed)
 
     # ---- predictions -----------------------------------------------------------
@@ -874,7 +1055,7 @@ class StoreClient:
                 added = got
             written.append((g, n))
         if added:
-            self.client().hincrby(VERSION_PREFIX + version, "stored", added)
+            self.client().hincrby(self._keys().version_prefix + version, "stored", added)
         # A reshard may have begun or switched while these answers were sent:
         # they must be in every layout the version may serve from.
         while True:
@@ -927,16 +1108,15 @@ class StoreClient:
         shards = set()
         if hex_raw:
             lead = np.frombuffer(hex_raw, ">u4")[::8]
-            shards |= {pred_key(version, int(s), layout=layout) for s in np.unique(lead % np.uint32(n_shards))}
-        shards |= {pred_key(version, shard_of(k, n_shards), ids=True, layout=layout) for k in id_keys}
-        names = sorted(shards)
-        for i in range(0, len(names), 1000):
-            self.client().unlink(*names[i:i + 1000])
+            k = self._keys()
+        shards |= {k.pred_key(version, int(s), layout=layout) for s in np.unique(lead % np.uint32(n_shards))}
+        shards |= {k.pred_key(version, shard_of(key, n_shards), ids=True, layout=layout) for key in id_keys}
+        self._unlink(sorted(shards))
 
     # ---- layout and resharding ---------------------------------------------------
 
     def _layout(self, version: str, *, writing: bool = False) -> "_Layout":
-        fields = self.client().hmget(VERSION_PREFIX + version, *_Layout.FIELDS)
+        fields = self.client().hmget(self._keys().version_prefix + version, *_Layout.FIELDS)
         layout = _Layout.parse(version, fields)
         if layout is None:
             raise ValueError(f"version {version} is not registered; register it before writing predictions")
@@ -996,8 +1176,9 @@ class StoreClient:
         Copies are idempotent (same key, same answer), so two reshards of one
         version, or a write racing a copy, lose nothing.
         """
-        shards = min(MAX_SHARDS, max(int(shards), MIN_SHARDS))
-        vkey = VERSION_PREFIX + version
+        keys = self._keys()
+        shards = keys.round_shards(min(MAX_SHARDS, max(int(shards), MIN_SHARDS)))
+        vkey = keys.version_prefix + version
         client = self.client()
         with client.pipeline(transaction=True) as pipe:  # 1. claim
             while True:
@@ -1021,11 +1202,16 @@ class StoreClient:
                     continue
         src, dst = current.layout, current.next_layout
         copied = 0
+        if keys.cluster:  # 2. copy, tag by tag (a tag's old and new shards share its slot)
+            copied = self._cluster_reshard_copy(version, current)
         calls = [[pred_prefix(version, src), pred_prefix(version, dst), str(current.next_shards), str(lo),
                   str(min(current.shards, lo + RESHARD_STEP))]
-                 for lo in range(0, current.shards, RESHARD_STEP)]
+                 for lo in range(0, current.shards, RESHARD_STEP)] if not keys.cluster else []
         for i in range(0, len(calls), 16):  # 2. copy: 16 calls a round trip
             copied += sum(int(c) for c in self._call_many("reshard", [], calls[i:i + 16], readonly=False))
+        if keys.cluster:  # lookups move to the new layout, complete now, before writes stop filling the old
+            self._cluster_calls(self._layout_mirrors(version, dataclasses.replace(
+                current, layout=dst, shards=current.next_shards, next_layout=None)))
         with client.pipeline(transaction=True) as pipe:  # 3. switch
             while True:
                 try:
@@ -1042,10 +1228,35 @@ class StoreClient:
                     break
                 except redis.WatchError:
                     continue
-        names = [pred_key(version, s, ids=ids, layout=src) for s in range(current.shards) for ids in (False, True)]
-        for i in range(0, len(names), 1000):  # 4. the old layout
-            client.unlink(*names[i:i + 1000])
+        names = [keys.pred_key(version, s, ids=ids, layout=src) for s in range(current.shards)
+                 for ids in (False, True)]
+        self._unlink(names)  # 4. the old layout
         return self._layout(version)
+
+    def _cluster_reshard_copy(self, version: str, current: "_Layout") -> int:
+        """Cluster: the Lua ``reshard`` for each shard tag t (old shards t, t + T, ...), on
+        t's slot, RESHARD_STEP old shards a call, pipelined per node."""
+        keys = self._keys()
+        items = []
+        stride = keys.tags * RESHARD_STEP
+        for t in range(keys.tags):
+            src = keys.pred_prefix(version, current.layout, t)
+            dst = keys.pred_prefix(version, current.next_layout, t)
+            for lo in range(t, current.shards, stride):
+                args = [src, dst, str(current.next_shards), str(lo), str(min(current.shards, lo + stride)),
+                        str(keys.tags)]
+                items.append((keys.routing_copy(t),
+                              (_pack_call(["FCALL", "reshard", "1", keys.routing_copy(t)], args),)))
+        return sum(int(c) for c in self._cluster_calls(items))
+
+    def _unlink(self, names: list[str]) -> int:
+        """UNLINK keys, 1,000 a command on one server, one command a key (per node, pipelined) on a cluster."""
+        if not names:
+            return 0
+        if self._keys().cluster:
+            return sum(int(r) for r in self._on_nodes([(n, (_pack_call(["UNLINK", n], []),)) for n in names]))
+        client = self.client()
+        return sum(int(client.unlink(*names[i:i + 1000])) for i in range(0, len(names), 1000))
 
     @staticmethod
     def _hex_keys_raw(keys: list) -> bytes | None:
@@ -1085,10 +1296,11 @@ class StoreClient:
         counts = np.bincount(shard, minlength=n_shards)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         commands: list[tuple[bytes, memoryview]] = []
+        keyspace = self._keys()
         prefix = pred_prefix(version, layout).encode("utf-8")
         for s in np.flatnonzero(counts).tolist():
             c, start = int(counts[s]), int(starts[s])
-            name = b"%s%d" % (prefix, s)
+            name = keyspace.pred_key(version, s, layout=layout).encode() if keyspace.cluster else b"%s%d" % (prefix, s)
             head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * c, len(name), name)
             commands.append((head, body[start * size:(start + c) * size]))
         return self._send_pipelined(version, commands)
@@ -1100,7 +1312,15 @@ class StoreClient:
         the socket directly (`_ReplyReader`) unless redis-py must (then with
         ``read_response``). Redis parses chunk i + 1 while Python reads chunk
         i's replies and joins chunk i + 2.
+
+        On a Redis Cluster each command goes to the node serving its key (the
+        second argument of every command sent this way), through `_on_nodes`.
         """
+        if self._keys().cluster:
+            try:
+                return sum(int(r) for r in self._on_nodes([(_command_key(h), (h, b)) for h, b in commands]))
+            except redis.ResponseError as err:
+                raise StoreError(f"writing predictions of {version} to {self.label} failed: {err}") from err
         pool = self.client().connection_pool
         conn = pool.get_connection()
         added = 0
@@ -1146,6 +1366,97 @@ class StoreClient:
             pool.release(conn)
         return added
 
+    # ---- Redis Cluster: raw pipelines per node ----------------------------------------
+
+    def _on_nodes(self, items: list[tuple], *, triples: bool = False, attempts: int = 2) -> list:
+        """Cluster: send pre-packed commands, each to the master serving its key's slot
+        (redis-py's slot map), one pipeline a node; the replies in the items' order.
+
+        ``items`` are (key, parts): ``parts`` the command's RESP bytes. Every
+        node's commands are sent before any reply is read, so the nodes work at
+        once. An error reply raises (the first); after a redirection (MOVED,
+        ASK), CLUSTERDOWN or a lost connection the slot map is refreshed and the
+        whole batch sent again, once: callers send only commands that may run twice.
+        """
+        client = self.client()
+        for attempt in range(attempts):
+            last = attempt + 1 >= attempts
+            groups: dict[str, list[int]] = {}
+            nodes = {}
+            try:
+                manager = client.nodes_manager
+                for i, (key, _) in enumerate(items):
+                    node = manager.get_node_from_slot(client.keyslot(key))
+                    nodes[node.name] = node
+                    groups.setdefault(node.name, []).append(i)
+            except (redis.exceptions.SlotNotCoveredError, redis.exceptions.ClusterDownError) as err:
+                if last:
+                    raise redis.ConnectionError(f"the cluster at {self.label} serves no node for a slot: {err}") from err
+                self._refresh_slots()
+                continue
+            replies: list = [None] * len(items)
+            failure: Exception | None = None
+            sent: list = []
+            try:
+                for name, idx in groups.items():
+                    pool = client.get_redis_connection(nodes[name]).connection_pool
+                    c = pool.get_connection()
+                    sent.append((pool, c, idx))
+                    parts: list = []
+                    size = 0
+                    for i in idx:
+                        for part in items[i][1]:
+                            parts.append(part)
+                            size += len(part)
+                        if size >= WRITE_CHUNK_BYTES:
+                            c.send_packed_command([b"".join(parts)], check_health=False)
+                            parts, size = [], 0
+                    if parts:
+                        c.send_packed_command([b"".join(parts)], check_health=False)
+                for _, c, idx in sent:
+                    sock = _raw_socket(c)
+                    reader = _ReplyReader(sock) if sock is not None else None
+                    for i in idx:
+                        if reader is not None:
+                            replies[i] = reader.read_triples() if triples else reader.read()
+                            continue
+                        try:
+                            replies[i] = c.read_response(disable_decoding=True)
+                        except redis.ResponseError as err:
+                            replies[i] = err
+                    if reader is not None and not reader.drained():
+                        c.disconnect()  # never expected: bytes beyond our replies
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+                failure = err
+                for _, c, _ in sent:
+                    c.disconnect()
+            except BaseException:
+                for _, c, _ in sent:
+                    c.disconnect()
+                raise
+            finally:
+                for pool, c, _ in sent:
+                    pool.release(c)
+            if failure is None:
+                errors = [r for r in replies if isinstance(r, Exception)]
+                if not errors:
+                    return replies
+                redirected = any(isinstance(e, _CLUSTER_MOVES) for e in errors)
+                if last or not redirected:
+                    raise errors[0]
+            elif last:
+                raise failure
+            self._refresh_slots()
+        raise AssertionError("unreachable")
+
+    def _refresh_slots(self) -> None:
+        """Reload the cluster's slot map (after a failover or a redirection); quiet when
+        the cluster cannot answer yet (the caller's next attempt reports)."""
+        try:
+            self.client().nodes_manager.initialize()
+        except Exception:  # noqa: BLE001 - the cluster is still electing a master
+            pass
+
     def _write_ids(self, version: str, n_shards: int, keys: list[str], labels: np.ndarray, *,
                    layout: int = 0) -> int:
         groups: dict[int, dict[bytes, int]] = {}
@@ -1153,7 +1464,7 @@ class StoreClient:
             groups.setdefault(shard_of(key, n_shards), {})[key[len(ID_PREFIX):].encode("utf-8")] = label
         pipe = self.client().pipeline(transaction=False)
         for s, mapping in groups.items():
-            pipe.hset(pred_key(version, s, ids=True, layout=layout), mapping=mapping)
+            pipe.hset(self._keys().pred_key(version, s, ids=True, layout=layout), mapping=mapping)
         try:
             return int(sum(pipe.execute()))
         except redis.ResponseError as err:
@@ -1170,6 +1481,8 @@ class StoreClient:
         keys = [str(k) for k in keys]
         if not keys:
             return []
+        if self._keys().cluster:
+            return self._cluster_lookup(keys)
         chunks = [keys[i:i + LOOKUP_CHUNK] for i in range(0, len(keys), LOOKUP_CHUNK)]
         parts: list[list[dict[str, Any]]] = [[] for _ in chunks]
         # Few distinct values come back: decode each once.
@@ -1189,7 +1502,7 @@ class StoreClient:
                             "version": text[version] if version else None, "route": text[route]})
             parts[i] = out
 
-        self._call_chunks("lookup", [ROUTING_KEY], chunks, decode, readonly=True, replicas=True)
+        self._call_chunks("lookup", [self._keys().routing], chunks, decode, readonly=True, replicas=True)
         return parts[0] if len(parts) == 1 else [d for part in parts for d in part]
 
     def lookup_digests(self, digests) -> BatchAnswers:
@@ -1213,6 +1526,8 @@ class StoreClient:
         n = len(blob) // 32
         if n == 0:
             return BatchAnswers(np.zeros(0, np.uint8), ())
+        if self._keys().cluster:
+            return self._cluster_lookup_digests(blob)
         step = 32 * LOOKUP_CHUNK
         chunks = [[blob[i:i + step]] for i in range(0, len(blob), step)]
         codes = np.empty(n, np.uint8)
@@ -1224,7 +1539,92 @@ class StoreClient:
             part = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:]], versions, bool(i))
             codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
 
-        self._call_chunks("lookup_digests", [ROUTING_KEY], chunks, take, readonly=True, replicas=True)
+        self._call_chunks("lookup_digests", [self._keys().routing], chunks, take, readonly=True, replicas=True)
+        return BatchAnswers(codes, tuple(versions))
+
+    # ---- lookups on a Redis Cluster (docs/cluster.md) ---------------------------------------
+
+    def _cluster_calls(self, items: list[tuple], *, triples: bool = False, attempts: int = 2) -> list:
+        """`_on_nodes` for library calls: a node that lost the library gets it again, once."""
+        self.ensure_functions()
+        try:
+            return self._on_nodes(items, triples=triples, attempts=attempts)
+        except redis.ResponseError as err:
+            if not self._is_not_loaded(err):
+                raise
+            self.ensure_functions(force=True)
+            return self._on_nodes(items, triples=triples, attempts=attempts)
+
+    def _refuse_read_urls(self) -> None:
+        if self._read_set() is not None:
+            raise StoreError(f"{READ_URLS_ENV} is set but REDIS_URL ({self.label}) names a Redis Cluster, whose "
+                             f"replicas are its own (docs/cluster.md): unset {READ_URLS_ENV}")
+
+    def _tag_calls(self, name: str, groups: dict[int, list], readonly: bool = True) -> list[tuple]:
+        """One FCALL(_RO) ``name`` per shard tag, on that tag's routing copy, with its arguments."""
+        keys = self._keys()
+        command = "FCALL_RO" if readonly else "FCALL"
+        items = []
+        for tag, args in groups.items():
+            rkey = keys.routing_copy(tag)
+            items.append((rkey, (_pack_call([command, name, "1", rkey], list(args)),)))
+        return items
+
+    def _cluster_lookup(self, keys: list[str]) -> list[dict[str, Any]]:
+        """`lookup` on a cluster: the keys of each shard tag in one call on that tag's slot
+        (its routing copy, layouts and answers are there), all calls to a node in one
+        pipeline, every node at once."""
+        self._refuse_read_urls()
+        by_tag: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            by_tag.setdefault(_tag_of_key(key), []).append(i)
+        parts: list[list[int]] = []
+        items: list[tuple] = []
+        for tag, idx in by_tag.items():
+            for start in range(0, len(idx), LOOKUP_CHUNK):
+                part = idx[start:start + LOOKUP_CHUNK]
+                parts.append(part)
+                items += self._tag_calls("lookup", {tag: [keys[i] for i in part]})
+        out: list[dict[str, Any] | None] = [None] * len(keys)
+        for part, entries in zip(parts, self._cluster_calls(items, triples=True)):
+            for i, (route, version, label) in zip(part, entries):
+                label = _s(label) if label else None
+                out[i] = {"key": keys[i], "label": LABELS[int(label)] if label and label.isdigit() else label,
+                          "version": _s(version) if version else None, "route": _s(route)}
+        return out  # type: ignore[return-value]
+
+    def _cluster_lookup_digests(self, blob: bytes) -> "BatchAnswers":
+        """`lookup_digests` on a cluster: keys grouped by shard tag (leading 32 bits mod the
+        tags), one call a tag and chunk, pipelined per node; each call's versions are
+        mapped into one list (a tag's routing copy may be an epoch ahead of another's
+        while a routing change propagates)."""
+        self._refuse_read_urls()
+        n = len(blob) // 32
+        lead = np.frombuffer(blob, ">u4").reshape(n, 8)[:, 0]
+        tags = (lead % np.uint32(CLUSTER_TAGS)).astype(np.uint16)
+        order = np.argsort(tags, kind="stable")
+        counts = np.bincount(tags, minlength=CLUSTER_TAGS)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        rows = np.frombuffer(blob, "V32")
+        parts: list[np.ndarray] = []
+        items: list[tuple] = []
+        for tag in np.flatnonzero(counts).tolist():
+            idx = order[int(starts[tag]):int(starts[tag]) + int(counts[tag])]
+            for start in range(0, len(idx), LOOKUP_CHUNK):
+                part = idx[start:start + LOOKUP_CHUNK]
+                parts.append(part)
+                items += self._tag_calls("lookup_digests", {tag: [rows[part].tobytes()]})
+        codes = np.zeros(n, np.uint8)
+        versions: list[str] = []
+        for part, reply in zip(parts, self._cluster_calls(items)):
+            got = np.frombuffer(reply[0], np.uint8)
+            remap = np.arange(256, dtype=np.uint8)
+            for j, name in enumerate(_s(v) for v in reply[1:]):
+                if name not in versions:
+                    versions.append(name)
+                k = versions.index(name)
+                remap[4 * (1 + j):4 * (1 + j) + 4] = np.arange(4 * (1 + k), 4 * (1 + k) + 4, dtype=np.uint8)
+            codes[part] = remap[got]
         return BatchAnswers(codes, tuple(versions))
 
     # ---- read replicas (docs/replicas.md) ------------------------------------------
@@ -1332,19 +1732,19 @@ class StoreClient:
         if partition == GENERATION_FIELD:
             raise ValueError(f"a partition may not be named {GENERATION_FIELD!r}")
         client = self.client()
-        known = client.hget(INPUTS_KEY, partition)
+        known = client.hget(self._keys().inputs, partition)
         if known is not None:
             return int(known)
         with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(INPUTS_KEY)
-                    known, current = pipe.hmget(INPUTS_KEY, partition, GENERATION_FIELD)
+                    pipe.watch(self._keys().inputs)
+                    known, current = pipe.hmget(self._keys().inputs, partition, GENERATION_FIELD)
                     if known is not None:
                         return int(known)
                     index = int(_s(current) or 0) + 1
                     pipe.multi()
-                    pipe.hset(INPUTS_KEY, mapping={partition: str(index), GENERATION_FIELD: str(index)})
+                    pipe.hset(self._keys().inputs, mapping={partition: str(index), GENERATION_FIELD: str(index)})
                     pipe.execute()
                     return index
                 except redis.WatchError:
@@ -1352,11 +1752,11 @@ class StoreClient:
 
     def inputs_generation(self) -> int:
         """How many kept-input partitions there are (the newest index)."""
-        return int(_s(self.client().hget(INPUTS_KEY, GENERATION_FIELD)) or 0)
+        return int(_s(self.client().hget(self._keys().inputs, GENERATION_FIELD)) or 0)
 
     def kept_partitions(self) -> list[str]:
         """The kept-input partitions, in index order."""
-        raw = _decode_hash(self.client().hgetall(INPUTS_KEY))
+        raw = _decode_hash(self.client().hgetall(self._keys().inputs))
         raw.pop(GENERATION_FIELD, None)
         return [p for p, _ in sorted(raw.items(), key=lambda kv: int(kv[1]))]
 
@@ -1364,7 +1764,7 @@ class StoreClient:
 
     def routing(self) -> Routing:
         """The current routing (epoch 0 and no champion when never set)."""
-        return Routing.from_hash(_decode_hash(self.client().hgetall(ROUTING_KEY)))
+        return Routing.from_hash(_decode_hash(self.client().hgetall(self._keys().routing)))
 
     def set_routing(self, expected_epoch: int, changes: dict, *, action: str, decision_id: str = "",
                     run_id: str = "", operation: str = "",
@@ -1391,24 +1791,97 @@ class StoreClient:
                 payload[name] = "" if value is None else str(value)
         meta = {str(v): {str(k): _field_value(x) for k, x in fields.items()}
                 for v, fields in (version_fields or {}).items() if v}
-        ok, reason, epoch = self.routing_store()._call(
-            "route", [ROUTING_KEY, AUDIT_KEY, OPERATIONS_KEY],
-            [str(int(expected_epoch)), json.dumps(payload), action, decision_id or "", run_id or "", _now(),
-             operation or "", json.dumps(meta) if meta else ""],
-            readonly=False)
-        return bool(int(ok)), _s(reason), int(epoch)
+        store = self.routing_store()
+        keys = store._keys()
+        args = [str(int(expected_epoch)), json.dumps(payload), action, decision_id or "", run_id or "", _now(),
+                operation or "", json.dumps(meta) if meta else ""]
+        if not keys.cluster:
+            ok, reason, epoch = store._call("route", [keys.routing, keys.audit, keys.operations], args,
+                                            readonly=False)
+            return bool(int(ok)), _s(reason), int(epoch)
+        ok, reason, epoch = store._cluster_route(args)
+        store.sync_routing()  # also after a refusal or a repeat: finishes what a dead caller left half done
+        return ok, reason, epoch
+
+    # ---- routing on a Redis Cluster (docs/cluster.md) ----------------------------------------
+
+    def _cluster_route(self, args: list[str]) -> tuple[bool, str, int]:
+        """The Lua ``route`` on the control slot, with the epoch floor (the highest epoch any
+        routing copy holds), then WAIT for one replica on the same connection, so that the
+        change survives a failover of the control master before any copy shows it."""
+        keys = self._keys()
+        floor = max(self._copy_epochs(), default=0)
+        route = _pack_call(["FCALL", "route", "3", keys.routing, keys.audit, keys.operations], [*args, str(floor)])
+        wait = _pack_call(["WAIT", "1", str(ROUTE_WAIT_MS)], [])
+        # Sent once (attempts=1): the call may have applied before a lost reply; its retry
+        # is the caller's, by its operation id.
+        reply, _acked = self._cluster_calls([(keys.routing, (route,)), (keys.routing, (wait,))], attempts=1)
+        return bool(int(reply[0])), _s(reply[1]), int(reply[2])
+
+    def _copy_epochs(self) -> list[int]:
+        """The epoch of every shard tag's routing copy (0 where there is none)."""
+        keys = self._keys()
+        items = [(keys.routing_copy(t), (_pack_call(["HGET", keys.routing_copy(t), "epoch"], []),))
+                 for t in range(keys.tags)]
+        return [int(_s(r) or 0) for r in self._on_nodes(items)]
+
+    def sync_routing(self) -> int:
+        """Cluster: copy the control routing into every shard tag's routing copy, stamped
+        with its epoch (a copy takes only a newer epoch: copies never move back), and the
+        layout of every version it names into their layout copies. Idempotent; every
+        routing change ends with it, and a check or a later change repairs a sync that
+        died half way. Returns the epoch copied (0 on one server: nothing to do)."""
+        keys = self._keys()
+        if not keys.cluster:
+            return 0
+        control = _decode_hash(self.client().hgetall(keys.routing))
+        epoch = int(control.get("epoch") or 0)
+        if not epoch:
+            return 0
+        fields = [x for kv in sorted(control.items()) if kv[0] != "epoch" for x in kv]
+        items = [(keys.routing_copy(t), (_pack_call(["FCALL", "mirror", "1", keys.routing_copy(t), "epoch",
+                                                     str(epoch)], fields),)) for t in range(keys.tags)]
+        for version in Routing.from_hash(control).versions():
+            items += self._layout_mirrors(version)
+        self._cluster_calls(items)
+        return epoch
+
+    def _layout_mirrors(self, version: str, layout: "_Layout | None" = None, classes: str | None = None) -> list:
+        """The calls that copy a version's served layout (or ``layout``) into every shard tag."""
+        keys = self._keys()
+        if layout is None:
+            layout = _Layout.parse(version, self.client().hmget(keys.version_prefix + version, *_Layout.FIELDS))
+            if layout is None:
+                return []
+            layout = dataclasses.replace(layout, next_layout=None)
+        if classes is None:
+            classes = _s(self.client().hget(keys.version_prefix + version, "classes"))
+        fields = ["shards", str(layout.shards), "classes", classes]
+        return [(keys.layout_copy(t, version),
+                 (_pack_call(["FCALL", "mirror", "1", keys.layout_copy(t, version), "layout", str(layout.layout)],
+                             fields),)) for t in range(keys.tags)]
+
+    def routing_copies(self) -> list[Routing]:
+        """Cluster: every shard tag's routing copy, as Routing (for checks and tests)."""
+        keys = self._keys()
+        items = [(keys.routing_copy(t), (_pack_call(["HGETALL", keys.routing_copy(t)], []),))
+                 for t in range(keys.tags)]
+        out = []
+        for flat in self._on_nodes(items):
+            out.append(Routing.from_hash({_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}))
+        return out
 
     def applied_operation(self, operation: str) -> int | None:
         """The epoch at which a routing operation (see `set_routing`) applied, or None."""
         if not operation:
             return None
-        epoch = self.client().hget(OPERATIONS_KEY, operation)
+        epoch = self.client().hget(self._keys().operations, operation)
         return None if epoch is None else int(epoch)
 
     def audit_refusal(self, action: str, reason: str, *, decision_id: str = "", run_id: str = "") -> None:
         """Audit an attempt refused before it reached the routing function (e.g. nothing to roll back to)."""
         routing = self.routing()
-        self.routing_store().client().xadd(AUDIT_KEY, {
+        self.routing_store().client().xadd(self._keys().audit, {
             "action": action, "outcome": "refused", "champion": routing.champion, "previous": routing.previous,
             "challenger": routing.challenger, "strategy": routing.strategy, "reason": reason,
             "epoch": str(routing.epoch), "decision_id": decision_id, "run_id": run_id, "time": _now(),
@@ -1423,11 +1896,11 @@ class StoreClient:
                  "previous": routing.previous, "challenger": routing.challenger,
                  "epoch": str(routing.epoch), "reason": reason, "run_id": run_id, "time": _now()}
         entry.update({str(k): _field_value(v) for k, v in fields.items()})
-        return _s(self.client().xadd(AUDIT_KEY, entry, maxlen=STREAM_MAXLEN, approximate=True))
+        return _s(self.client().xadd(self._keys().audit, entry, maxlen=STREAM_MAXLEN, approximate=True))
 
     def audit(self, count: int = 50) -> list[dict[str, str]]:
         """The newest `count` audit entries, newest last, each with its stream ``id``."""
-        entries = self.client().xrevrange(AUDIT_KEY, count=count)
+        entries = self.client().xrevrange(self._keys().audit, count=count)
         return [{"id": _s(eid), **_decode_hash(fields)} for eid, fields in reversed(entries)]
 
     def record_run_failure(self, run_id: str, *, job: str, steps: Sequence[str] = (), assets: Sequence[str] = (),
@@ -1449,13 +1922,13 @@ class StoreClient:
         with self.client().pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(RUN_FAILURES_KEY)
-                    if pipe.hexists(RUN_FAILURES_KEY, run_id):
+                    pipe.watch(self._keys().run_failures)
+                    if pipe.hexists(self._keys().run_failures, run_id):
                         pipe.unwatch()
                         return ""
                     pipe.multi()
-                    pipe.xadd(AUDIT_KEY, fields, maxlen=STREAM_MAXLEN, approximate=True)
-                    pipe.hset(RUN_FAILURES_KEY, run_id, fields["time"])
+                    pipe.xadd(self._keys().audit, fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    pipe.hset(self._keys().run_failures, run_id, fields["time"])
                     return _s(pipe.execute()[0])
                 except redis.WatchError:
                     continue
@@ -1465,7 +1938,7 @@ class StoreClient:
         run_ids = list(run_ids)
         if not run_ids:
             return set()
-        seen = self.client().hmget(RUN_FAILURES_KEY, run_ids)
+        seen = self.client().hmget(self._keys().run_failures, run_ids)
         return {r for r, t in zip(run_ids, seen) if t is not None}
 
     # ---- misses ----------------------------------------------------------------
@@ -1478,7 +1951,7 @@ class StoreClient:
         pipe = self.client().pipeline(transaction=False)
         n = 0
         for entry in entries:
-            pipe.xadd(MISSES_KEY, miss_fields(entry), maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(self._keys().misses, miss_fields(entry), maxlen=STREAM_MAXLEN, approximate=True)
             n += 1
         if not n:
             return []
@@ -1499,7 +1972,7 @@ class StoreClient:
         (the Lua ``misses_read``), so what a reader holds is bounded.
         """
         count = max(0, min(int(count), MISSES_PAGE))
-        reply = self._call("misses_read", [MISSES_KEY], [after or "-", str(count), str(int(max_bytes))],
+        reply = self._call("misses_read", [self._keys().misses], [after or "-", str(count), str(int(max_bytes))],
                            readonly=True)
         length, newest, out = int(reply[0]), _s(reply[1]) if reply[1] else "", []
         for item in reply[2:]:
@@ -1549,7 +2022,7 @@ class StoreClient:
             return 0
         moved = 0
         for i in range(0, len(args), 4 * 1000):
-            moved += int(self._call("dead_letter", [MISSES_KEY, DEAD_MISSES_KEY, DEAD_COUNTS_KEY],
+            moved += int(self._call("dead_letter", [self._keys().misses, self._keys().dead_misses, self._keys().dead_counts],
                                     [_now(), *args[i:i + 4 * 1000]], readonly=False))
         return moved
 
@@ -1557,19 +2030,19 @@ class StoreClient:
         """(dead-lettered misses counted by kind since the start, records kept, the newest
         ``count`` records, newest last)."""
         client = self.client()
-        counts = {k: int(v) for k, v in _decode_hash(client.hgetall(DEAD_COUNTS_KEY)).items()}
-        kept = int(client.xlen(DEAD_MISSES_KEY))
-        newest = [{"id": _s(eid), **_decode_hash(f)} for eid, f in reversed(client.xrevrange(DEAD_MISSES_KEY, count=count))]
+        counts = {k: int(v) for k, v in _decode_hash(client.hgetall(self._keys().dead_counts)).items()}
+        kept = int(client.xlen(self._keys().dead_misses))
+        newest = [{"id": _s(eid), **_decode_hash(f)} for eid, f in reversed(client.xrevrange(self._keys().dead_misses, count=count))]
         return counts, kept, newest
 
     def ack_misses(self, ids: Iterable[str]) -> int:
         """Acknowledge (delete) misses once their answers are stored; returns how many."""
         ids = list(ids)
-        return int(self.client().xdel(MISSES_KEY, *ids)) if ids else 0
+        return int(self.client().xdel(self._keys().misses, *ids)) if ids else 0
 
     def pending_misses(self) -> int:
         """How many misses wait to be scored."""
-        return int(self.client().xlen(MISSES_KEY))
+        return int(self.client().xlen(self._keys().misses))
 
     # ---- decisions and evidence ------------------------------------------------------
 
@@ -1577,19 +2050,19 @@ class StoreClient:
         """Keep a decision record: the latest in ``irisdag:decision``, all in ``irisdag:decisions``."""
         text = json.dumps(record, default=str)
         pipe = self.client().pipeline(transaction=True)
-        pipe.hset(DECISION_KEY, mapping={"latest": text, "decision_id": str(record.get("decision_id", ""))})
-        pipe.xadd(DECISIONS_KEY, {"decision_id": str(record.get("decision_id", "")), "record": text},
+        pipe.hset(self._keys().decision, mapping={"latest": text, "decision_id": str(record.get("decision_id", ""))})
+        pipe.xadd(self._keys().decisions, {"decision_id": str(record.get("decision_id", "")), "record": text},
                   maxlen=DECISIONS_MAXLEN, approximate=True)
         return _s(pipe.execute()[-1])
 
     def latest_decision(self) -> dict | None:
         """The newest decision record, or None."""
-        text = self.client().hget(DECISION_KEY, "latest")
+        text = self.client().hget(self._keys().decision, "latest")
         return json.loads(text) if text else None
 
     def evidence_put(self, experiment: str, partition: str, counts: dict) -> None:
         """Store one partition's evidence counts for an experiment (idempotent per partition)."""
-        self.client().hset(EVIDENCE_PREFIX + experiment, partition, json.dumps(counts, sort_keys=True, default=str))
+        self.client().hset(self._keys().evidence_prefix + experiment, partition, json.dumps(counts, sort_keys=True, default=str))
 
     def claim_inputs(self, experiment: str, partition: str, tokens) -> np.ndarray:
         """Claim inputs for the window ``partition`` of ``experiment``: the first window to claim one judges it.
@@ -1609,11 +2082,12 @@ class StoreClient:
         shards = (tokens % np.uint64(JUDGED_SHARDS)).tolist()
         me = partition.encode("utf-8")
         client = self.client()
+        keyspace = self._keys()
         for start in range(0, len(tokens), CLAIM_CHUNK):
             stop = min(len(tokens), start + CLAIM_CHUNK)
             pipe = client.pipeline(transaction=False)
             for i in range(start, stop):
-                name, fld = f"{JUDGED_PREFIX}{experiment}:{shards[i]}", raw[8 * i:8 * i + 8]
+                name, fld = keyspace.judged(experiment, shards[i]), raw[8 * i:8 * i + 8]
                 pipe.hsetnx(name, fld, me)
                 pipe.hget(name, fld)
             replies = pipe.execute()
@@ -1622,17 +2096,17 @@ class StoreClient:
 
     def evidence_all(self, experiment: str) -> dict[str, dict]:
         """Every partition's evidence counts for an experiment."""
-        raw = self.client().hgetall(EVIDENCE_PREFIX + experiment)
+        raw = self.client().hgetall(self._keys().evidence_prefix + experiment)
         return {_s(p): json.loads(v) for p, v in sorted(raw.items())}
 
     def experiment_put(self, experiment: str, fields: dict) -> None:
         """Record an experiment's settings and its strategy's state (JSON values)."""
-        self.client().hset(EXPERIMENT_PREFIX + experiment,
+        self.client().hset(self._keys().experiment_prefix + experiment,
                            mapping={k: json.dumps(v, sort_keys=True, default=str) for k, v in fields.items()})
 
     def experiment_get(self, experiment: str) -> dict | None:
         """An experiment's settings and state, or None when it was never started."""
-        raw = self.client().hgetall(EXPERIMENT_PREFIX + experiment)
+        raw = self.client().hgetall(self._keys().experiment_prefix + experiment)
         return {_s(k): json.loads(v) for k, v in raw.items()} if raw else None
 
 

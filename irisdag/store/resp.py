@@ -94,9 +94,11 @@ class ReplyReader:
             value = self.buf[self.pos:self.pos + n]
             self.pos += n + 2
             return value
-        if kind == b"*":
+        if kind == b"*" or kind == b"~":
             n = int(line[1:])
             return None if n < 0 else [self.read() for _ in range(n)]
+        if kind == b"%":  # RESP3 map: flat [field, value, ...], as RESP2 sends a hash
+            return [self.read() for _ in range(2 * int(line[1:]))]
         if kind == b"_":
             return None
         if kind == b"+":

@@ -37,8 +37,15 @@ local byte, char, sub, gsub, gmatch, format, floor, sha1hex
 local HEX2BYTE, BYTE2HEX, CODE
 
 local BASIS_POINTS = 10000
-local VERSION_PREFIX = 'irisdag:version:'
-local PRED_PREFIX = 'irisdag:pred:'
+
+-- Every key a call touches shares the prefix of the routing key it was given
+-- (KEYS[1] = <base>routing): `irisdag:` on one server; on a Redis Cluster
+-- `irisdag:{<tag>}:`, so that a call stays within one hash slot: the control
+-- slot `{irisdag}` for `route`, a shard tag's slot for `lookup` (docs/cluster.md).
+local function key_base(rkey)
+  if rkey and #rkey > 7 and string.sub(rkey, -7) == 'routing' then return string.sub(rkey, 1, #rkey - 7) end
+  return 'irisdag:'
+end
 
 local function init()
   if HEX2BYTE then return end
@@ -95,12 +102,12 @@ end
 
 -- A version's layout as `slot` needs it, with its class names (index text ->
 -- name); false when the version has no shard count. HGET only (consumer ACL).
-local function version_layout(v)
-  local vkey = VERSION_PREFIX .. v
+local function version_layout(v, base)
+  local vkey = base .. 'version:' .. v
   local n = tonumber(redis.call('HGET', vkey, 'shards') or '')
   if not n or n < 1 then return false end
   local g = tonumber(redis.call('HGET', vkey, 'layout') or '0') or 0
-  local prefix = PRED_PREFIX .. v .. ':' .. (g > 0 and format('g%d:', g) or '')
+  local prefix = base .. 'pred:' .. v .. ':' .. (g > 0 and format('g%d:', g) or '')
   local classes = {}
   local i = 0
   for name in gmatch(redis.call('HGET', vkey, 'classes') or '', '[^,]+') do
@@ -164,13 +171,15 @@ end
 
 -- ---------------------------------------------------------------------------
 -- lookup (no-writes)
--- KEYS[1] = irisdag:routing; ARGV = input keys (64-hex or id:<id>).
+-- KEYS[1] = irisdag:routing (a cluster: a shard tag's routing copy,
+-- irisdag:{<tag>}:routing); ARGV = input keys (64-hex or id:<id>).
 -- Returns one {route, version, label} per key; route is champion, challenger,
 -- holdout or miss; version and label are false (nil) where there is none.
 -- ---------------------------------------------------------------------------
 local function lookup(keys, args)
   init()
   local champion, holdout, split = read_routing(keys[1])
+  local base = key_base(keys[1])
   -- The common champion-only case needs no hash at all.
   local hashing = holdout > 0 or split.n > 0
   local salted = split.salted
@@ -180,7 +189,7 @@ local function lookup(keys, args)
   local function answer(v, key)
     local layout = layouts[v]
     if layout == nil then
-      layout = version_layout(v)
+      layout = version_layout(v, base)
       layouts[v] = layout
     end
     if not layout then return false end
@@ -235,6 +244,7 @@ end
 local function lookup_digests(keys, args)
   init()
   local champion, holdout, split = read_routing(keys[1])
+  local base = key_base(keys[1])
   local hashing = holdout > 0 or split.n > 0
   if split.n > 60 then return redis.error_reply('lookup_digests answers at most 60 arms') end
   local blob = args[1] or ''
@@ -244,9 +254,9 @@ local function lookup_digests(keys, args)
   local arm_layouts = {}
   for j = 1, split.n do
     versions[j + 1] = split[j]
-    arm_layouts[j] = version_layout(split[j])
+    arm_layouts[j] = version_layout(split[j], base)
   end
-  local champ = champion and version_layout(champion)
+  local champ = champion and version_layout(champion, base)
   local salted = split.salted
   local out = {}
   for i = 1, #blob / 32 do
@@ -277,16 +287,20 @@ end
 
 -- ---------------------------------------------------------------------------
 -- reshard (writes): copy old shards [lo, hi) of a version into a new layout.
--- ARGV = old name prefix, new name prefix, new shard count, lo, hi (names as
--- in the layout comment above; feature and id hashes). Returns how many
--- answers were copied. Idempotent: a key's answer is the same in both.
+-- ARGV = old name prefix, new name prefix, new shard count, lo, hi[, step]
+-- (names as in the layout comment above; feature and id hashes): old shards
+-- lo, lo + step, ... below hi. On a Redis Cluster a call copies the shards of
+-- one tag (step = the number of tags, and both prefixes carry that tag: new
+-- shard counts are multiples of it, so a shard's answers stay in its slot).
+-- Returns how many answers were copied. Idempotent: a key's answer is the
+-- same in both.
 -- ---------------------------------------------------------------------------
 local function reshard(keys, args)
   init()
   local from, to, n = args[1], args[2], tonumber(args[3])
-  local lo, hi = tonumber(args[4]), tonumber(args[5])
+  local lo, hi, step = tonumber(args[4]), tonumber(args[5]), tonumber(args[6] or '1') or 1
   local copied = 0
-  for s = lo, hi - 1 do
+  for s = lo, hi - 1, step do
     for _, kind in ipairs({ '', 'i' }) do
       local flat = redis.call('HGETALL', from .. kind .. format('%d', s))
       if #flat > 0 then
@@ -339,7 +353,12 @@ end
 -- KEYS = irisdag:routing, irisdag:audit[, irisdag:routing:operations]
 -- ARGV = expected epoch, changes (JSON object; `shares` as a JSON *string*
 --        so that the arms keep their order), action, decision_id, run_id, now,
---        [operation id, version metadata (JSON {version: {role, lifecycle}})]
+--        [operation id, version metadata (JSON {version: {role, lifecycle}}),
+--        epoch floor]
+-- The new epoch is max(current epoch, floor) + 1: on a Redis Cluster the
+-- caller passes the highest epoch any routing copy holds, so that a new
+-- routing always outranks a copy of a change the control slot lost in a
+-- failover (docs/cluster.md).
 -- Returns {1, 'applied', new epoch}, {1, 'already applied at epoch N', current
 -- epoch} (the operation id was applied before: nothing is written, so a retry
 -- takes effect once), or {0, reason, current epoch}.
@@ -359,8 +378,8 @@ local function hash_to_table(flat)
 end
 
 -- nil when the version may receive traffic, else the reason it may not.
-local function refuse_version(v, min_generation)
-  local m = redis.call('HMGET', VERSION_PREFIX .. v, 'digest', 'validated', 'complete', 'generation')
+local function refuse_version(v, min_generation, base)
+  local m = redis.call('HMGET', base .. 'version:' .. v, 'digest', 'validated', 'complete', 'generation')
   if not m[1] then return 'version ' .. v .. ' is not registered' end
   if m[2] ~= '1' then return 'version ' .. v .. ' is not validated (validated=' .. tostring(m[2] or '') .. ')' end
   if m[3] ~= '1' then return 'version ' .. v .. ' is not complete' end
@@ -451,6 +470,7 @@ end
 local function route(keys, args)
   init()
   local rkey, akey, okey = keys[1], keys[2], keys[3]
+  local base = key_base(rkey)
   local expected = tonumber(args[1] or '')
   local action, decision_id, run_id, now = args[3] or '', args[4] or '', args[5] or '', args[6] or ''
   local operation = args[7] or ''
@@ -484,13 +504,13 @@ local function route(keys, args)
       -- inputs the current champion covers (constant time: generations).
       local min_generation = 0
       if cur.champion and cur.champion ~= '' then
-        min_generation = tonumber(redis.call('HGET', VERSION_PREFIX .. cur.champion, 'generation') or '0') or 0
+        min_generation = tonumber(redis.call('HGET', base .. 'version:' .. cur.champion, 'generation') or '0') or 0
       end
       local serving = { new.champion }
       for _, arm in ipairs(arms) do serving[#serving + 1] = arm[1] end
       if new.previous ~= '' then serving[#serving + 1] = new.previous end
       for _, v in ipairs(serving) do
-        reason = refuse_version(v, min_generation)
+        reason = refuse_version(v, min_generation, base)
         if reason then break end
       end
     end
@@ -506,7 +526,7 @@ local function route(keys, args)
     audit[#audit + 1] = 'reason'
     audit[#audit + 1] = reason
   else
-    epoch = epoch + 1
+    epoch = math.max(epoch, tonumber(args[9] or '0') or 0) + 1
     local fields = {}
     for f in pairs(ROUTING_FIELDS) do
       fields[#fields + 1] = f
@@ -514,7 +534,7 @@ local function route(keys, args)
     end
     redis.call('HSET', rkey, 'epoch', format('%d', epoch), 'updated_at', now, unpack(fields))
     for _, m in ipairs(meta) do
-      local vkey = VERSION_PREFIX .. m[1]
+      local vkey = base .. 'version:' .. m[1]
       if redis.call('HEXISTS', vkey, 'digest') == 1 then
         redis.call('HSET', vkey, unpack(m[2]))
       end
@@ -594,6 +614,20 @@ local function dead_letter(keys, args)
   return moved
 end
 
+-- ---------------------------------------------------------------------------
+-- mirror (writes, allow-oom): a stamped copy (Redis Cluster, docs/cluster.md).
+-- KEYS[1] = the copy (a HASH); ARGV = stamp field, stamp, then field, value, ...
+-- Writes the fields only when the stamp is greater than the copy's (or the copy
+-- has none), so copies never move back. Returns the copy's stamp afterwards.
+-- ---------------------------------------------------------------------------
+local function mirror(keys, args)
+  local field, stamp = args[1], tonumber(args[2])
+  local held = tonumber(redis.call('HGET', keys[1], field) or '')
+  if held and held >= stamp then return held end
+  redis.call('HSET', keys[1], unpack(args, 1, #args))
+  return stamp
+end
+
 -- @@entry-points: Redis >= 7 only; the EVAL form for Redis 6.2 stops here.
 redis.register_function { function_name = 'lookup', callback = lookup, flags = { 'no-writes' } }
 redis.register_function { function_name = 'buckets', callback = buckets, flags = { 'no-writes' } }
@@ -601,6 +635,8 @@ redis.register_function { function_name = 'lookup_digests', callback = lookup_di
 redis.register_function { function_name = 'reshard', callback = reshard }
 -- allow-oom: a full store must still be able to roll back or abort (one HSET and a capped XADD).
 redis.register_function { function_name = 'route', callback = route, flags = { 'allow-oom' } }
+-- allow-oom: a full cluster must still be able to propagate a rollback.
+redis.register_function { function_name = 'mirror', callback = mirror, flags = { 'allow-oom' } }
 redis.register_function { function_name = 'misses_read', callback = misses_read, flags = { 'no-writes' } }
 -- allow-oom: poisoned misses must leave the queue even when Redis is full (XDEL frees what a short record takes).
 redis.register_function { function_name = 'dead_letter', callback = dead_letter, flags = { 'allow-oom' } }
