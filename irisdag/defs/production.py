@@ -519,20 +519,16 @@ def render_acl(passwords: Mapping[str, str], template: str | None = None) -> str
 
 def load_functions(admin_url: str) -> dict:
     """Load the ``irisdag`` Lua library as the admin user (deploy time); returns what was loaded."""
-    from irisdag.store.resource import lua_source
+    from irisdag.store.resource import library_code, lua_source
 
     store = ServingStore(redis_url=admin_url)
     store.ping()
     # Directly, not through ensure_functions (which tolerates users without FUNCTION LOAD):
     # at deploy time a refusal must fail the step.
     store.client().function_load(lua_source(), replace=True)
-    libraries = store.client().function_list(library="irisdag", withcode=True)
-    if not libraries:
+    code = library_code(store.client())  # a Redis Cluster: FUNCTION LOAD went to every primary
+    if code is None:
         raise StoreUnavailable(f"FUNCTION LOAD did not register the irisdag library on {store.label}")
-    lib = {(k.decode() if isinstance(k, bytes) else k): v for k, v in
-           (libraries[0].items() if isinstance(libraries[0], dict) else zip(libraries[0][::2], libraries[0][1::2]))}
-    code = lib.get("library_code")
-    code = code.decode() if isinstance(code, bytes) else code
     return {"library": "irisdag", "matches_code": code == lua_source(), "server": store.label}
 
 

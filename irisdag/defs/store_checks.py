@@ -40,7 +40,7 @@ from irisdag.core.keys import SCHEME
 from irisdag.defs.assets.models import champion_model
 from irisdag.defs.resources import ArtifactStore
 from irisdag.models.artifacts import CLASSES, DigestMismatch, ModelFormatError, load_model
-from irisdag.store.resource import ServingStore, lua_source
+from irisdag.store.resource import ServingStore, library_code, lua_source
 
 ROUTING_CHECK = "serving_store_routing"
 LOOKUPS_CHECK = "serving_store_lookups"
@@ -79,6 +79,8 @@ def check_routing(store: ServingStore) -> Verdict:
                        "previous": routing.previous or "(none)", "challenger": routing.challenger or "(none)",
                        "strategy": routing.strategy or "(none)", "shares": MetadataValue.json(dict(routing.shares))})
     _check_server(store, v)
+    if store.is_cluster:
+        _check_copies(store, routing, v)
     if not routing.champion:
         v.notes.append("nothing is served yet (routing names no champion)")
         return v
@@ -114,6 +116,23 @@ def check_routing(store: ServingStore) -> Verdict:
     return v
 
 
+def _check_copies(store: ServingStore, routing, v: Verdict) -> None:
+    """Redis Cluster: every shard tag's routing copy holds the control routing's epoch
+    (docs/cluster.md); a copy behind is what a routing change that died half way leaves,
+    and the next change (or `ServingStore.sync_routing`) completes it."""
+    epochs = [c.epoch for c in store.routing_copies()]
+    behind = sum(e < routing.epoch for e in epochs)
+    ahead = sum(e > routing.epoch for e in epochs)
+    v.metadata.update({"routing_copies": len(epochs), "routing_copies_behind": behind,
+                       "routing_copies_ahead": ahead})
+    if routing.epoch and behind:
+        v.problems.append(f"{behind} of {len(epochs)} routing copies are behind epoch {routing.epoch} "
+                          "(a routing change stopped half way; ServingStore.sync_routing() completes it)")
+    if ahead:
+        v.problems.append(f"{ahead} of {len(epochs)} routing copies are ahead of epoch {routing.epoch} (the control "
+                          "slot lost a change in a failover; the next routing change outranks them)")
+
+
 def _check_server(store: ServingStore, v: Verdict) -> None:
     client = store.client()
     try:
@@ -127,18 +146,15 @@ def _check_server(store: ServingStore, v: Verdict) -> None:
     except redis.ResponseError:
         v.metadata["maxmemory_policy"] = "unknown (INFO not allowed)"
     try:
-        libraries = client.function_list(library="irisdag", withcode=True)
+        code = library_code(client)  # on a Redis Cluster: every primary must hold the same code
     except redis.ResponseError:
         v.metadata["functions"] = "not checked (a Redis without functions, or FUNCTION LIST not allowed)"
         return
-    if not libraries:
-        v.problems.append("the irisdag function library is not loaded (load it as the admin user: "
+    if code is None:
+        where = " on every primary (the same code)" if store.is_cluster else ""
+        v.problems.append(f"the irisdag function library is not loaded{where} (load it as the admin user: "
                           "python -m irisdag.defs.production redis-init)")
         return
-    lib = libraries[0]
-    lib = dict(zip(lib[::2], lib[1::2])) if isinstance(lib, list) else lib
-    code = next((val for key, val in lib.items() if (key.decode() if isinstance(key, bytes) else key) == "library_code"), b"")
-    code = code.decode() if isinstance(code, bytes) else code
     same = code == lua_source()
     v.metadata["functions"] = "irisdag library loaded" + ("" if same else " (differs from this code's)")
     if not same:

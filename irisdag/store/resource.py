@@ -114,7 +114,7 @@ _VERSION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 # ---- Lua --------------------------------------------------------------------
 
-def _library_code(client: redis.Redis) -> str | None:
+def library_code(client: redis.Redis) -> str | None:
     """The code of the ``irisdag`` library loaded on the server (FUNCTION LIST, read only), or None."""
     libraries = client.function_list(library="irisdag", withcode=True)
     if isinstance(libraries, dict):  # a Redis Cluster: every primary's answer; all must hold this code
@@ -722,7 +722,7 @@ class StoreClient:
 
     def _ensure_library(self, conn: _Conn) -> None:
         try:
-            loaded = _library_code(conn.client)
+            loaded = library_code(conn.client)
         except redis.exceptions.NoPermissionError:
             return  # a consumer calls what the deploy loaded; a missing library shows on the call
         if loaded == lua_source():
