@@ -1449,6 +1449,11 @@ class StoreClient:
             self._refresh_slots()
         raise AssertionError("unreachable")
 
+    def _lookup_keyspace(self) -> Keyspace:
+        """The key names lookups use: with read replicas (IRISDAG_REDIS_READ_URLS, one server's;
+        docs/replicas.md) today's, without asking the primary, which may be down."""
+        return SINGLE if getattr(self, "read_urls", ()) else self._keys()
+
     def _refresh_slots(self) -> None:
         """Reload the cluster's slot map (after a failover or a redirection); quiet when
         the cluster cannot answer yet (the caller's next attempt reports)."""
@@ -1481,7 +1486,7 @@ class StoreClient:
         keys = [str(k) for k in keys]
         if not keys:
             return []
-        if self._keys().cluster:
+        if self._lookup_keyspace().cluster:
             return self._cluster_lookup(keys)
         chunks = [keys[i:i + LOOKUP_CHUNK] for i in range(0, len(keys), LOOKUP_CHUNK)]
         parts: list[list[dict[str, Any]]] = [[] for _ in chunks]
@@ -1502,7 +1507,8 @@ class StoreClient:
                             "version": text[version] if version else None, "route": text[route]})
             parts[i] = out
 
-        self._call_chunks("lookup", [self._keys().routing], chunks, decode, readonly=True, replicas=True)
+        self._call_chunks("lookup", [self._lookup_keyspace().routing], chunks, decode, readonly=True,
+                          replicas=True)
         return parts[0] if len(parts) == 1 else [d for part in parts for d in part]
 
     def lookup_digests(self, digests) -> BatchAnswers:
@@ -1526,7 +1532,7 @@ class StoreClient:
         n = len(blob) // 32
         if n == 0:
             return BatchAnswers(np.zeros(0, np.uint8), ())
-        if self._keys().cluster:
+        if self._lookup_keyspace().cluster:
             return self._cluster_lookup_digests(blob)
         step = 32 * LOOKUP_CHUNK
         chunks = [[blob[i:i + step]] for i in range(0, len(blob), step)]
@@ -1539,7 +1545,8 @@ class StoreClient:
             part = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:]], versions, bool(i))
             codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
 
-        self._call_chunks("lookup_digests", [self._keys().routing], chunks, take, readonly=True, replicas=True)
+        self._call_chunks("lookup_digests", [self._lookup_keyspace().routing], chunks, take, readonly=True,
+                          replicas=True)
         return BatchAnswers(codes, tuple(versions))
 
     # ---- lookups on a Redis Cluster (docs/cluster.md) ---------------------------------------
@@ -1555,11 +1562,6 @@ class StoreClient:
             self.ensure_functions(force=True)
             return self._on_nodes(items, triples=triples, attempts=attempts)
 
-    def _refuse_read_urls(self) -> None:
-        if self._read_set() is not None:
-            raise StoreError(f"{READ_URLS_ENV} is set but REDIS_URL ({self.label}) names a Redis Cluster, whose "
-                             f"replicas are its own (docs/cluster.md): unset {READ_URLS_ENV}")
-
     def _tag_calls(self, name: str, groups: dict[int, list], readonly: bool = True) -> list[tuple]:
         """One FCALL(_RO) ``name`` per shard tag, on that tag's routing copy, with its arguments."""
         keys = self._keys()
@@ -1574,7 +1576,6 @@ class StoreClient:
         """`lookup` on a cluster: the keys of each shard tag in one call on that tag's slot
         (its routing copy, layouts and answers are there), all calls to a node in one
         pipeline, every node at once."""
-        self._refuse_read_urls()
         by_tag: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_tag.setdefault(_tag_of_key(key), []).append(i)
@@ -1598,7 +1599,6 @@ class StoreClient:
         tags), one call a tag and chunk, pipelined per node; each call's versions are
         mapped into one list (a tag's routing copy may be an epoch ahead of another's
         while a routing change propagates)."""
-        self._refuse_read_urls()
         n = len(blob) // 32
         lead = np.frombuffer(blob, ">u4").reshape(n, 8)[:, 0]
         tags = (lead % np.uint32(CLUSTER_TAGS)).astype(np.uint16)
@@ -1648,6 +1648,11 @@ class StoreClient:
                 if conn is None:
                     client = redis.Redis.from_url(url, socket_timeout=REPLICA_SOCKET_TIMEOUT,
                                                   socket_connect_timeout=2)
+                    if _is_cluster(client):
+                        client.close()
+                        raise StoreError(f"{READ_URLS_ENV}: {redact_url(url)} is a Redis Cluster node; a cluster "
+                                         "answers lookups from its masters through REDIS_URL alone "
+                                         f"(docs/cluster.md): unset {READ_URLS_ENV}")
                     conn = _CONNS[cache_key] = _Conn(client=client)
         if not self._server_has_functions(conn):
             raise StoreError(f"{READ_URLS_ENV}: {redact_url(url)} runs Redis < 7; lookups on replicas need "
