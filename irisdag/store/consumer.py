@@ -52,9 +52,8 @@ class ConsumerStore:
         self.label = label
         self._handshake = handshake  # sent with the first command, in the same write
         self._functions = functions  # FCALL_RO (True), EVALSHA (False), try FCALL_RO first (None)
-        # A cluster node answers INFO cluster_enabled:1 (a consumer refused INFO is told
-        # MOVED or CLUSTERDOWN by a node that does not serve `irisdag:routing`'s slot, and by
-        # the one that does, a routing key it never holds: misses, then StoreClient's answer).
+        # Whether INFO cluster was asked: a Redis Cluster node (cluster_enabled:1) is
+        # StoreClient's, whose key names carry hash tags there (docs/cluster.md).
         self._cluster_checked = not url
 
     # ---- connection -------------------------------------------------------------
