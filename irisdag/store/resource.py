@@ -489,7 +489,8 @@ _CLUSTER_MOVES = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.
                   redis.exceptions.TryAgainError)
 
 ROUTE_CODES = {0: "miss", 1: "holdout"}
-ROUTE_WAIT_MS = 1000  # cluster: how long a routing change waits for a replica of the control slot  # codes >= 4: 4 * (1 + arm) + class index
+ROUTE_WAIT_MS = 1000  # cluster: how long a routing change waits for a replica of the control slot
+REPLICA_WAIT_MS = 1000  # cluster: how long a batch of answers or copies waits for a replica of each master  # codes >= 4: 4 * (1 + arm) + class index
 
 
 def _codes_onto(codes: np.ndarray, names: list[str], versions: list[str], more: bool) -> np.ndarray:
@@ -1211,7 +1212,7 @@ class StoreClient:
             copied += sum(int(c) for c in self._call_many("reshard", [], calls[i:i + 16], readonly=False))
         if keys.cluster:  # lookups move to the new layout, complete now, before writes stop filling the old
             self._cluster_calls(self._layout_mirrors(version, dataclasses.replace(
-                current, layout=dst, shards=current.next_shards, next_layout=None)))
+                current, layout=dst, shards=current.next_shards, next_layout=None)), wait_ms=REPLICA_WAIT_MS)
         with client.pipeline(transaction=True) as pipe:  # 3. switch
             while True:
                 try:
@@ -1247,7 +1248,7 @@ class StoreClient:
                         str(keys.tags)]
                 items.append((keys.routing_copy(t),
                               (_pack_call(["FCALL", "reshard", "1", keys.routing_copy(t)], args),)))
-        return sum(int(c) for c in self._cluster_calls(items))
+        return sum(int(c) for c in self._cluster_calls(items, wait_ms=REPLICA_WAIT_MS))
 
     def _unlink(self, names: list[str]) -> int:
         """UNLINK keys, 1,000 a command on one server, one command a key (per node, pipelined) on a cluster."""
@@ -1318,7 +1319,8 @@ class StoreClient:
         """
         if self._keys().cluster:
             try:
-                return sum(int(r) for r in self._on_nodes([(_command_key(h), (h, b)) for h, b in commands]))
+                return sum(int(r) for r in self._on_nodes([(_command_key(h), (h, b)) for h, b in commands],
+                                                          wait_ms=REPLICA_WAIT_MS))
             except redis.ResponseError as err:
                 raise StoreError(f"writing predictions of {version} to {self.label} failed: {err}") from err
         pool = self.client().connection_pool
@@ -1368,7 +1370,7 @@ class StoreClient:
 
     # ---- Redis Cluster: raw pipelines per node ----------------------------------------
 
-    def _on_nodes(self, items: list[tuple], *, triples: bool = False, attempts: int = 2) -> list:
+    def _on_nodes(self, items: list[tuple], *, triples: bool = False, attempts: int = 2, wait_ms: int = 0) -> list:
         """Cluster: send pre-packed commands, each to the master serving its key's slot
         (redis-py's slot map), one pipeline a node; the replies in the items' order.
 
@@ -1377,8 +1379,12 @@ class StoreClient:
         once. An error reply raises (the first); after a redirection (MOVED,
         ASK), CLUSTERDOWN or a lost connection the slot map is refreshed and the
         whole batch sent again, once: callers send only commands that may run twice.
+        ``wait_ms``: each node's pipeline ends with WAIT 1 (writes): the batch returns
+        once a replica of every master holds it, or after ``wait_ms`` (best effort: a
+        master without a live replica does not stop the store).
         """
         client = self.client()
+        wait = _pack_call(["WAIT", "1", str(int(wait_ms))], []) if wait_ms else b""
         for attempt in range(attempts):
             last = attempt + 1 >= attempts
             groups: dict[str, list[int]] = {}
@@ -1411,6 +1417,8 @@ class StoreClient:
                         if size >= WRITE_CHUNK_BYTES:
                             c.send_packed_command([b"".join(parts)], check_health=False)
                             parts, size = [], 0
+                    if wait:
+                        parts.append(wait)
                     if parts:
                         c.send_packed_command([b"".join(parts)], check_health=False)
                 for _, c, idx in sent:
@@ -1424,6 +1432,8 @@ class StoreClient:
                             replies[i] = c.read_response(disable_decoding=True)
                         except redis.ResponseError as err:
                             replies[i] = err
+                    if wait:  # how many replicas acknowledged: best effort, not an error
+                        reader.read() if reader is not None else c.read_response(disable_decoding=True)
                     if reader is not None and not reader.drained():
                         c.disconnect()  # never expected: bytes beyond our replies
             except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
@@ -1551,16 +1561,17 @@ class StoreClient:
 
     # ---- lookups on a Redis Cluster (docs/cluster.md) ---------------------------------------
 
-    def _cluster_calls(self, items: list[tuple], *, triples: bool = False, attempts: int = 2) -> list:
+    def _cluster_calls(self, items: list[tuple], *, triples: bool = False, attempts: int = 2,
+                       wait_ms: int = 0) -> list:
         """`_on_nodes` for library calls: a node that lost the library gets it again, once."""
         self.ensure_functions()
         try:
-            return self._on_nodes(items, triples=triples, attempts=attempts)
+            return self._on_nodes(items, triples=triples, attempts=attempts, wait_ms=wait_ms)
         except redis.ResponseError as err:
             if not self._is_not_loaded(err):
                 raise
             self.ensure_functions(force=True)
-            return self._on_nodes(items, triples=triples, attempts=attempts)
+            return self._on_nodes(items, triples=triples, attempts=attempts, wait_ms=wait_ms)
 
     def _tag_calls(self, name: str, groups: dict[int, list], readonly: bool = True) -> list[tuple]:
         """One FCALL(_RO) ``name`` per shard tag, on that tag's routing copy, with its arguments."""
@@ -1848,7 +1859,7 @@ class StoreClient:
                                                      str(epoch)], fields),)) for t in range(keys.tags)]
         for version in Routing.from_hash(control).versions():
             items += self._layout_mirrors(version)
-        self._cluster_calls(items)
+        self._cluster_calls(items, wait_ms=REPLICA_WAIT_MS)
         return epoch
 
     def _layout_mirrors(self, version: str, layout: "_Layout | None" = None, classes: str | None = None) -> list:
