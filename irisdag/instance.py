@@ -6,6 +6,7 @@ the file in the repository.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -53,7 +54,6 @@ def _reuse_sqlite_engines(instance) -> None:
     object (the CLI's demo and rollback): another storage, or a Dagster whose
     internals differ, keeps its own code.
     """
-    import contextlib
     import threading
 
     from dagster._core.storage.event_log.sqlite import sqlite_event_log
@@ -82,7 +82,8 @@ def _reuse_sqlite_engines(instance) -> None:
             with events._db_lock:
                 engine = engine_for(events.conn_string_for_shard(shard), connect_args=timeout)
                 if shard not in events._initialized_dbs:
-                    events._initdb(engine)
+                    with _alembic_scripts_read_once():
+                        events._initdb(engine)
                     events._initialized_dbs.add(shard)
                 with engine.connect() as conn:
                     with conn.begin():
@@ -98,6 +99,35 @@ def _reuse_sqlite_engines(instance) -> None:
                     yield conn
 
         runs.connect = connect
+
+
+_ALEMBIC_SCRIPTS: dict = {}
+
+
+@contextlib.contextmanager
+def _alembic_scripts_read_once():
+    """While Dagster sets up a run's event log file (it checks and stamps its alembic
+    revision), alembic's migration scripts are read once a process, not twice a run:
+    reading them (about a hundred files) was most of a run's storage setup."""
+    from alembic.script import ScriptDirectory
+
+    original = ScriptDirectory.__dict__.get("from_config")
+    if not isinstance(original, classmethod):
+        yield
+        return
+
+    def from_config(cls, config):
+        key = (cls, config.config_file_name, config.get_main_option("script_location"))
+        script = _ALEMBIC_SCRIPTS.get(key)
+        if script is None:
+            script = _ALEMBIC_SCRIPTS[key] = original.__func__(cls, config)
+        return script
+
+    ScriptDirectory.from_config = classmethod(from_config)
+    try:
+        yield
+    finally:
+        ScriptDirectory.from_config = original
 
 
 def _fast_local_sqlite() -> None:
