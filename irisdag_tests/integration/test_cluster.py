@@ -491,3 +491,74 @@ def test_a_master_killed_lookups_resume_after_its_replica_takes_over(cluster):
     while victim not in cluster.replicas() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert victim in cluster.replicas()
+
+
+def test_the_control_slot_master_killed_during_a_promotion(cluster):
+    """The master of the control slot dies while a promotion runs. The promotion is retried
+    as the promote job would (same operation id) once the replica took over: it takes effect
+    exactly once, every routing copy ends on the control routing, and lookups meanwhile are
+    never wrong."""
+    import threading
+
+    import redis
+
+    keys = Keyspace(tags=CLUSTER_TAGS)
+    victim = cluster.master_for_key(keys.routing)
+    url = next(n.url for n in cluster.masters() if n is not victim)
+    store = StoreClient(redis_url=url)
+    a, b = vid("mid-a"), vid("mid-b")
+    D = digests(20_000, seed=9)
+    la = np.random.default_rng(9).integers(0, 3, len(D))
+    lb = (la + 2) % 3
+    ready(store, a, D, la)
+    ready(store, b, D, lb)
+    assert store.set_routing(0, {"champion": a}, action="bootstrap")[0]
+    for master in cluster.masters():
+        client = master.client()
+        try:
+            assert client.execute_command("WAIT", 1, 5000) == 1
+        finally:
+            client.close()
+    promote = {"champion": b, "previous": a}
+    first: list = []
+
+    def attempt() -> None:
+        try:
+            first.append(store.set_routing(1, promote, action="promote", operation="promote:mid-failover"))
+        except Exception as err:  # noqa: BLE001 - what the kill did to it is reported below
+            first.append(err)
+
+    with Lookups(url, D, {a: la, b: lb}) as lookups:
+        time.sleep(3)
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        time.sleep(0.08)  # here: mostly after the route call, during the copies' sync (timing varies)
+        cluster.kill(victim)
+        thread.join(120)
+        failover = cluster.wait_for_failover(victim, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:  # the job's retry
+            try:
+                ok, reason, epoch = store.set_routing(1, promote, action="promote", operation="promote:mid-failover")
+                break
+            except (redis.RedisError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        time.sleep(1)
+        results = lookups.finish()
+    total = _summed(results)
+    print(f"\ncontrol master {victim.port} killed during a promotion (first attempt: "
+          f"{type(first[0]).__name__ if isinstance(first[0], Exception) else first[0]}); failover {failover:.2f} s; "
+          f"retry: {reason} (epoch {epoch}); lookups {total['calls']} calls, wrong {total['wrong']}, "
+          f"missed {total['missed']}, failed calls {total['errors']}")
+    assert ok, reason
+    routing = store.routing()
+    assert routing.champion == b and routing.previous == a and routing.epoch == epoch
+    assert {(c.epoch, c.champion) for c in store.routing_copies()} == {(routing.epoch, b)}
+    applied = [e for e in store.audit(50) if e["action"] == "promote" and e["outcome"] == "applied"]
+    assert len(applied) == 1
+    assert total["wrong"] == 0 and total["missed"] == 0
+    got = store.lookup_digests(D)
+    assert got.versions == (b,) and np.array_equal(got.labels, lb)
+    cluster.restart(victim)
