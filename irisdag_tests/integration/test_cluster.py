@@ -7,7 +7,7 @@ changes (0 wrong answers, counted), a routing copy a failover left ahead, and a
 master killed (SIGKILL by pid) mid-traffic: lookups resume once its replica took
 over (the time is measured and printed), with no wrong answer.
 
-The failover test runs last: it changes the topology of this module's cluster.
+The two failover tests run last: they change the topology of this module's cluster.
 """
 from __future__ import annotations
 
