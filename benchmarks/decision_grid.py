@@ -412,40 +412,39 @@ def reread_cell(sim: GridSim, runs: int, rng, windows: int = 50, rows: int = 100
 
 # =========================================================================== the grid
 def _cell(task) -> dict:
-    """Worker: one cell (both truths) of the grid."""
-    sim, i, strategy, feedback, method, window, runs = task
-    bad_diff = -sim.delta if strategy == "canary" else 0.0
-    row = {"strategy": strategy, "feedback": feedback, "method": method, "window": window,
-           "max_rows": sim.max_rows, "runs": runs}
+    """Worker: one truth (``role``: the bounded error, or power at +2 points) of one grid cell."""
+    sim, i, strategy, feedback, method, window, runs, role = task
+    diff = (-sim.delta if strategy == "canary" else 0.0) if role == "error" else sim.gain
     start = time.process_time()
-    for role, diff in (("error", bad_diff), ("power", sim.gain)):
-        rng = np.random.default_rng([sim.seed, i, int(role == "power")])
-        if strategy == "canary":
-            code, when = run_canary(sim, feedback, diff, window, runs, rng, method)
-        else:
-            code, when = run_bandit(sim, feedback, diff, window, runs, rng)
-        promoted = int((code == PROMOTE).sum())
-        row[role] = promoted
-        if role == "error":
-            row["error_ucb"] = cp_upper(promoted, runs)
-        else:
-            done = np.sort(when[code == PROMOTE])
-            need = int(np.ceil(0.8 * runs))
-            row["rows_median"] = float(np.median(done)) if len(done) else None
-            row["rows_80"] = int(done[need - 1]) if len(done) >= need else None
-            half = int(np.ceil(0.5 * runs))
-            row["rows_50"] = int(done[half - 1]) if len(done) >= half else None
-            row["undecided"] = int((code == NONE).sum())
+    rng = np.random.default_rng([sim.seed, i, int(role == "power")])
+    if strategy == "canary":
+        code, when = run_canary(sim, feedback, diff, window, runs, rng, method)
+    else:
+        code, when = run_bandit(sim, feedback, diff, window, runs, rng)
+    promoted = int((code == PROMOTE).sum())
+    row = {"i": i, "strategy": strategy, "feedback": feedback, "method": method, "window": window,
+           "max_rows": sim.max_rows, "runs": runs, role: promoted}
+    if role == "error":
+        row["error_ucb"] = cp_upper(promoted, runs)
+    else:
+        done = np.sort(when[code == PROMOTE])
+        need, half = int(np.ceil(0.8 * runs)), int(np.ceil(0.5 * runs))
+        row["rows_median"] = float(np.median(done)) if len(done) else None
+        row["rows_80"] = int(done[need - 1]) if len(done) >= need else None
+        row["rows_50"] = int(done[half - 1]) if len(done) >= half else None
+        row["undecided"] = int((code == NONE).sum())
     row["seconds"] = time.process_time() - start
     return row
 
 
-def run_grid(sim: GridSim, runs: int, progress=None, jobs: int = 2, label_rows: int = 10_000,
-             outcome_rows: int = 40_000, windows=WINDOWS, side_runs: int | None = None,
-             speed_rows: int = 100_000) -> dict:
-    """Every cell of the grid; label cells up to ``label_rows`` rows an experiment, outcome cells
-    up to ``outcome_rows``. ``side_runs`` (default ``runs``): runs of the SRM and re-read cells."""
-    t0 = time.perf_counter()
+def grid_tasks(sim: GridSim, runs: int, label_rows: int = 10_000, outcome_rows: int = 40_000, windows=WINDOWS,
+               speed_rows: int = 100_000) -> list:
+    """Every (cell, truth) of the grid, the most looks first (they set the wall time).
+
+    Label cells run up to ``label_rows`` rows an experiment, outcome cells up to ``outcome_rows``;
+    two more cells put the outcome canary's new and old intervals at 1,000-row windows up to
+    ``speed_rows`` (cheap: a look per 1,000 rows), long enough for nearly every +2-point
+    challenger to be promoted."""
     tasks = []
     for strategy in ("canary", "bandit"):
         for feedback in ("label", "outcome"):
@@ -454,37 +453,73 @@ def run_grid(sim: GridSim, runs: int, progress=None, jobs: int = 2, label_rows: 
             for method in methods:
                 for window in windows:
                     tasks.append((cap, len(tasks), strategy, feedback, method, window, runs))
-    tasks.sort(key=lambda t: t[0].max_rows / t[5], reverse=True)  # the most looks first: they set the wall time
-    rows = []
-
-    def note(row):
-        rows.append(row)
-        if progress:
-            progress(f"{row['strategy']}/{row['feedback']}/{row['method']}/{row['window']}: error "
-                     f"{row['error']}/{runs}, power {row['power']}/{runs} ({row['seconds']:.0f} CPU-s)")
-
-    # The outcome canary's speed at the pipeline's 1,000-row windows, new interval against old, long
-    # enough for nearly every +2-point challenger to be promoted (cheap: one look per 1,000 rows).
     speed_cap = GridSim(**{**sim.__dict__, "max_rows": speed_rows})
     tasks += [(speed_cap, len(tasks) + j, "canary", "outcome", m, 1000, runs) for j, m in enumerate(("new", "old"))]
+    out = [t + (role,) for t in tasks for role in ("error", "power")]
+    return sorted(out, key=lambda t: t[0].max_rows / t[5], reverse=True)
+
+
+def collect_grid(parts: list, sim: GridSim, runs: int, label_rows: int, outcome_rows: int, speed_rows: int,
+                 side_runs: int | None = None) -> dict:
+    """The grid's result from its (cell, truth) parts, with the sample-ratio and re-read cells."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    merged: dict[int, dict] = {}
+    for part in parts:
+        merged.setdefault(part["i"], {"seconds": 0.0})
+        seconds = merged[part["i"]]["seconds"] + part["seconds"]
+        merged[part["i"]].update(part)
+        merged[part["i"]]["seconds"] = seconds
+    rows = [merged[i] for i in sorted(merged)]
+    speed_ids = {r["i"] for r in rows if r["max_rows"] == speed_rows and r["window"] == 1000} - (
+        {r["i"] for r in rows if r["max_rows"] in (label_rows, outcome_rows)} if speed_rows in (label_rows, outcome_rows)
+        else set())
     side = runs if side_runs is None else side_runs
-    cpu0 = time.process_time()
-    if jobs <= 1:
-        for t in tasks:
-            note(_cell(t))
+    srm = srm_cell(side, np.random.default_rng([sim.seed, 900]))
+    reread = reread_cell(sim, side, np.random.default_rng([sim.seed, 901]))
+    return {"cells": [r for r in rows if r["i"] not in speed_ids], "speed": [r for r in rows if r["i"] in speed_ids],
+            "speed_rows": speed_rows, "sim": sim, "runs": runs, "label_rows": label_rows,
+            "outcome_rows": outcome_rows, "srm": srm, "reread": reread,
+            "side_seconds": time.perf_counter() - t0,
+            "cpu_seconds": sum(p["seconds"] for p in parts) + time.process_time() - cpu0}
+
+
+def _say(progress, part):
+    if progress:
+        role = "error" if "error" in part else "power"
+        progress(f"{part['strategy']}/{part['feedback']}/{part['method']}/{part['window']} {role}: "
+                 f"{part[role]}/{part['runs']} promoted ({part['seconds']:.0f} CPU-s)")
+
+
+def submit_grid(pool, sim: GridSim, runs: int, progress=None, **kw) -> list:
+    """Queue every (cell, truth) on ``pool`` (a ProcessPoolExecutor shared with other work); see ``finish_grid``."""
+    futures = [pool.submit(_cell, t) for t in grid_tasks(sim, runs, **kw)]
+    for f in futures:
+        f.add_done_callback(lambda f: _say(progress, f.result()) if not f.exception() else None)
+    return futures
+
+
+def run_grid(sim: GridSim, runs: int, progress=None, jobs: int = 2, label_rows: int = 10_000,
+             outcome_rows: int = 40_000, windows=WINDOWS, side_runs: int | None = None,
+             speed_rows: int = 100_000, futures: list | None = None) -> dict:
+    """Every cell of the grid (or collect ``futures`` from :func:`submit_grid`). ``side_runs`` (default
+    ``runs``): runs of the sample-ratio and re-read cells."""
+    t0 = time.perf_counter()
+    kw = dict(label_rows=label_rows, outcome_rows=outcome_rows, windows=windows, speed_rows=speed_rows)
+    if futures is not None:
+        parts = [f.result() for f in futures]
+    elif jobs <= 1:
+        parts = []
+        for t in grid_tasks(sim, runs, **kw):
+            parts.append(_cell(t))
+            _say(progress, parts[-1])
     else:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for row in pool.map(_cell, tasks):
-                note(row)
-    srm = srm_cell(side, np.random.default_rng([sim.seed, 900]))
-    reread = reread_cell(sim, side, np.random.default_rng([sim.seed, 901]))
-    cells = [r for r in rows if not (r["max_rows"] == speed_rows and speed_rows not in (label_rows, outcome_rows))]
-    return {"cells": cells, "speed": [r for r in rows if r not in cells], "speed_rows": speed_rows,
-            "sim": sim, "runs": runs, "label_rows": label_rows, "outcome_rows": outcome_rows,
-            "srm": srm, "reread": reread, "seconds": time.perf_counter() - t0,
-            "cpu_seconds": sum(r["seconds"] for r in rows) + time.process_time() - cpu0}
+            parts = [f.result() for f in submit_grid(pool, sim, runs, progress, **kw)]
+    res = collect_grid(parts, sim, runs, label_rows, outcome_rows, speed_rows, side_runs)
+    res["seconds"] = time.perf_counter() - t0
+    return res
 
 
 def _pct(x, digits=2):
@@ -549,7 +584,7 @@ def report(res: dict) -> tuple[str, bool]:
         "confirmatory test). Error: canary promoting a challenger worse by δ, bandit promoting a no-better one; "
         "judged by its one-sided 95% Clopper–Pearson upper bound (UCB). Power: promotions of a +2-point "
         "challenger (90 → 92%) within the cap; then the median rows to a promotion and the rows by which 80% "
-        f"had promoted. {res['seconds']:.0f} s on the clock, {res['cpu_seconds']:.0f} CPU-seconds.",
+        f"had promoted. {res['cpu_seconds']:.0f} CPU-seconds in the grid.",
         "",
         "| strategy | feedback | interval | window (rows) | error | rate | 95% UCB | ≤ α | power (90 → 92%) | "
         "rows to promote (median) | 80% promoted by |",

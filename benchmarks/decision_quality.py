@@ -501,7 +501,7 @@ def summarize(sc: Scenario, res: np.ndarray, sim: Sim) -> Summary:
 
 # =========================================================================== driver
 def run_all(sim: Sim, experiments: int, jobs: int = 1, verify: int = 0, exhaustive: bool = False,
-            only: Sequence[str] | None = None, chunk: int = 250, progress=None) -> dict:
+            only: Sequence[str] | None = None, chunk: int = 250, progress=None, pool=None) -> dict:
     """Run every scenario (or those whose key starts with one of ``only``); returns results by key."""
     scs = [sc for sc in scenarios(sim) if not only or any(sc.key == o or sc.key.startswith(o.rstrip("/") + "/")
                                                           for o in only)]
@@ -530,7 +530,10 @@ def run_all(sim: Sim, experiments: int, jobs: int = 1, verify: int = 0, exhausti
             progress(key, mode, len(res))
 
     payload = [t[1] for t in tasks]
-    if jobs <= 1:
+    if pool is not None:  # shared with the grid, whose cells were queued first
+        for out in pool.map(run_chunk, payload, chunksize=1):
+            collect(out)
+    elif jobs <= 1:
         for task in payload:
             collect(run_chunk(task))
     else:
@@ -843,20 +846,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\r  {done['n']:,} experiments done ({time.perf_counter() - t0:.0f} s) — last: {key} {mode}   ",
               end="", file=sys.stderr, flush=True)
 
-    results = run_all(sim, experiments, jobs=args.jobs, verify=verify, exhaustive=args.exhaustive,
-                      only=args.only, progress=progress)
-    print(file=sys.stderr)
-    elapsed = time.perf_counter() - t0
-    text, all_ok, all_same = report(sim, results, experiments, elapsed, command, args.jobs, args.exhaustive)
-    grid = None
-    grid_ok = True
-    if not args.no_grid and not args.only:
-        gsim = decision_grid.GridSim(seed=args.seed)
-        grid = decision_grid.run_grid(gsim, experiments, jobs=args.jobs, label_rows=args.grid_label_rows,
-                                      outcome_rows=args.grid_outcome_rows,
-                                      progress=lambda m: print(f"  grid: {m}", file=sys.stderr, flush=True))
-        grid_text, grid_ok = decision_grid.report(grid)
-        text += "\n\n" + grid_text
+    want_grid = not args.no_grid and not args.only
+    gsim = decision_grid.GridSim(seed=args.seed)
+    gkw = dict(label_rows=args.grid_label_rows, outcome_rows=args.grid_outcome_rows)
+    grid, grid_ok = None, True
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        # One pool: the grid's long cells are queued first, the scenarios' chunks fill in behind them.
+        futures = (decision_grid.submit_grid(pool, gsim, experiments, lambda m: print(f"\n  grid: {m}", file=sys.stderr,
+                                                                                        flush=True), **gkw)
+                   if want_grid else None)
+        results = run_all(sim, experiments, jobs=args.jobs, verify=verify, exhaustive=args.exhaustive,
+                          only=args.only, progress=progress, pool=pool)
+        print(file=sys.stderr)
+        elapsed = time.perf_counter() - t0
+        text, all_ok, all_same = report(sim, results, experiments, elapsed, command, args.jobs, args.exhaustive)
+        if want_grid:
+            grid = decision_grid.run_grid(gsim, experiments, futures=futures, **gkw)
+            grid_text, grid_ok = decision_grid.report(grid)
+            text += "\n\n" + grid_text
     total = time.perf_counter() - t0
     load1 = os.getloadavg()
     run_line = (f"From one run of `{command}`: {total / 60:.0f} min on the clock, {_cpu_seconds() - cpu0:,.0f} "

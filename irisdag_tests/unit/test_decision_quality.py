@@ -118,3 +118,67 @@ def test_fast_path_equals_a_call_after_every_batch_when_the_test_crosses(dq):
         checked, mismatches = results[key]["verified"]
         assert checked == 10 and mismatches == [], key
         assert (results[key]["res"][:, 0] != dq.NONE).all(), key  # all of them decided
+
+
+# --------------------------------------------------------------------------- the grid's new pieces (issue 8's harness)
+from benchmarks import decision_grid as G  # noqa: E402
+
+
+@pytest.mark.parametrize("window", [1, 7])
+def test_grid_draws_have_the_multinomial_law(window):
+    """The fast (b, c, both right, both wrong) draws: right totals, right means."""
+    probs = np.array([0.03, 0.01, 0.87, 0.09])
+    draw = G._draw4(np.random.default_rng(3), window, probs, 40_000)
+    assert draw.shape == (40_000, 4) and (draw >= 0).all() and (draw.sum(axis=1) == window).all()
+    mean = draw.mean(axis=0)
+    sd = np.sqrt(window * probs * (1 - probs) / 40_000)
+    assert np.all(np.abs(mean - window * probs) <= 5 * sd)
+
+
+def test_sample_ratio_cell_counts_distinct_keys_and_tests_tiny_counts_exactly():
+    """Zipf-keyed traffic routed by key: counting rows alarms far above plan; at a 1-bp share the
+    chi-square alarms on a single key, the rule (srm_pvalue on distinct keys, exact there) does not."""
+    res = G.srm_cell(300, np.random.default_rng(8))
+    c = res["counts"]
+    assert [n for _, _, n in res["cases"]] == [6426, 20_000, 100, 2000]
+    assert c[0]["rows"] > 150 and c[0]["keys"] <= 3            # 50/50: rows overdispersed, keys fine
+    assert c[0]["distinct"] / 300 < 6426 / 2                     # keys repeat
+    one_bp = c[3]
+    assert one_bp["exact_looks"] == 300                          # expected count < 5 at every look
+    assert one_bp["chi2_keys"] >= 5 and one_bp["keys"] == 0
+
+
+def test_reread_cell_judges_each_input_once():
+    sim = G.GridSim()
+    res = G.reread_cell(sim, 400, np.random.default_rng(2))
+    assert res["judged_once"] == res["distinct"] < res["rows"]   # never more judged rows than distinct inputs
+    assert res["judged_again"] == res["rows"] * res["windows"]
+    assert res["again"] > 40 * max(1, res["once"])                # counting again promotes a no-better one often
+    assert res["once"] <= 10
+
+
+def test_grid_runs_every_window_and_marks_a_cell_whose_bound_exceeds_alpha():
+    """A tiny grid: every strategy × feedback × window cell is there; with 30 runs no upper bound can
+    be below α (1 − 0.05^(1/30) ≈ 9.5%), so every cell is marked NO and the run says so."""
+    res = G.run_grid(G.GridSim(), 30, jobs=1, label_rows=200, outcome_rows=200, windows=(1, 100), side_runs=30,
+                     speed_rows=3000)
+    keys = {(c["strategy"], c["feedback"], c["method"], c["window"]) for c in res["cells"]}
+    assert keys == {(s, f, m, w) for s, f, m in G._ORDER for w in (1, 100)}
+    assert all(c["max_rows"] == 200 for c in res["cells"])
+    assert {c["method"] for c in res["speed"]} == {"new", "old"} and res["speed"][0]["max_rows"] == 3000
+    text, ok = G.report(res)
+    assert not ok and "**NO**" in text and "Some cells miss α" in text
+    assert G.worst(res)["error_ucb"] == pytest.approx(G.cp_upper(0, 30))
+    rows = G.readme_rows(res)
+    assert len(rows) == 2 + 4 * 2 and all("**> α**" in r for r in rows[2:])
+
+
+def test_write_replaces_only_the_block_between_markers(dq, tmp_path):
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- B -->\nold table\n<!-- E -->\nafter\n", encoding="utf-8")
+    dq.write_markdown(page, "new table", "<!-- B -->", "<!-- E -->")
+    assert page.read_text(encoding="utf-8") == "intro\n<!-- B -->\nnew table\n<!-- E -->\nafter\n"
+    plain = tmp_path / "plain.md"
+    plain.write_text("text\n", encoding="utf-8")
+    dq.write_markdown(plain, "block", "<!-- B -->", "<!-- E -->")
+    assert plain.read_text(encoding="utf-8") == "text\n\n<!-- B -->\nblock\n<!-- E -->\n"
