@@ -437,7 +437,7 @@ def _cell(task) -> dict:
     return row
 
 
-def grid_tasks(sim: GridSim, runs: int, label_rows: int = 10_000, outcome_rows: int = 40_000, windows=WINDOWS,
+def grid_tasks(sim: GridSim, runs: int, label_rows: int = 10_000, outcome_rows: int = 20_000, windows=WINDOWS,
                speed_rows: int = 100_000) -> list:
     """Every (cell, truth) of the grid, the most looks first (they set the wall time).
 
@@ -499,7 +499,7 @@ def submit_grid(pool, sim: GridSim, runs: int, progress=None, **kw) -> list:
 
 
 def run_grid(sim: GridSim, runs: int, progress=None, jobs: int = 2, label_rows: int = 10_000,
-             outcome_rows: int = 40_000, windows=WINDOWS, side_runs: int | None = None,
+             outcome_rows: int = 20_000, windows=WINDOWS, side_runs: int | None = None,
              speed_rows: int = 100_000, futures: list | None = None) -> dict:
     """Every cell of the grid (or collect ``futures`` from :func:`submit_grid`). ``side_runs`` (default
     ``runs``): runs of the sample-ratio and re-read cells."""
@@ -579,7 +579,7 @@ def report(res: dict) -> tuple[str, bool]:
         "",
         f"Vectorised over experiments (`benchmarks/decision_grid.py`): a look after every window, up to "
         f"{res['label_rows']:,} rows an experiment with label feedback and {res['outcome_rows']:,} with outcome "
-        f"feedback (past the 31–34k rows STATS.md plans for a 5% first canary step at 90 → 92%); α = {sim.alpha:g}, δ = {sim.delta:g}, canary steps 5 → 25 → 50 → 100% with ≥ "
+        f"feedback (3× the 6,426 rows an unpaired 50/50 test plans for 90 → 92%; a 5% first canary step needs about 31–34k, STATS.md: its power over longer runs is in the speed paragraph below); α = {sim.alpha:g}, δ = {sim.delta:g}, canary steps 5 → 25 → 50 → 100% with ≥ "
         f"{sim.min_rows_per_step} rows a step, bandit with one challenger (P(best) ≥ {sim.threshold:g} triggers the "
         "confirmatory test). Error: canary promoting a challenger worse by δ, bandit promoting a no-better one; "
         "judged by its one-sided 95% Clopper–Pearson upper bound (UCB). Power: promotions of a +2-point "
@@ -663,7 +663,7 @@ def main(argv=None) -> int:
                                              "report (benchmarks/decision_quality.py --write puts it in DECISIONS.md)")
     ap.add_argument("--experiments", type=int, default=10_000)
     ap.add_argument("--label-rows", type=int, default=10_000)
-    ap.add_argument("--outcome-rows", type=int, default=40_000)
+    ap.add_argument("--outcome-rows", type=int, default=20_000)
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     res = run_grid(GridSim(), args.experiments, progress=lambda m: print(m, file=sys.stderr, flush=True),

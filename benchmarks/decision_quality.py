@@ -820,8 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(benchmarks/decision_grid.py)")
     ap.add_argument("--grid-label-rows", type=int, default=10_000,
                     help="rows per grid experiment with label feedback (default 10,000)")
-    ap.add_argument("--grid-outcome-rows", type=int, default=40_000,
-                    help="rows per grid experiment with outcome feedback (default 40,000)")
+    ap.add_argument("--grid-outcome-rows", type=int, default=20_000,
+                    help="rows per grid experiment with outcome feedback (default 20,000)")
     ap.add_argument("--write", action="store_true",
                     help=f"write the report into {DEFAULT_OUT.name} and its summary into the README (one run, "
                          "both files)")
