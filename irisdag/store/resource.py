@@ -1015,6 +1015,7 @@ class StoreClient:
         else:
             names.append(f"{PRED_PREFIX}{version}")  # the single-hash layout of DESIGN §3, if any
         removed += self._unlink(names)
+        self.release_claims()  # an experiment whose version goes has ended: its claims go too
         return int(removed)
 
     # ---- predictions -----------------------------------------------------------
@@ -2109,6 +2110,32 @@ class StoreClient:
             replies = pipe.execute()
             owned[start:stop] = [r == me for r in replies[1::2]]
         return owned
+
+    def release_claims(self, experiment: str | None = None) -> int:
+        """Delete the input claims (``claim_inputs``) of an experiment that has ended; returns the keys removed.
+
+        Without ``experiment``: the one routing names, once routing names no challenger any more
+        (promote, abort and rollback end an experiment and keep its id as ``salt``). With it: that
+        experiment, unless routing still runs it. Its claims are never read again. The scoring user
+        runs this (it may UNLINK ``irisdag:judged:*``; the routing user, which ends experiments, may
+        not): the next window's comparison, the start of the next experiment and ``delete_version``
+        call it. The experiment is marked (``claims_released``), so a later call costs two reads;
+        an experiment without a record made no claims.
+        """
+        routing = self.routing()
+        if experiment is None:
+            experiment = routing.salt if not routing.challenger else ""
+        elif experiment == routing.salt and routing.challenger:
+            return 0  # still running
+        if not experiment:
+            return 0
+        client, keyspace = self.client(), self._keys()
+        record = keyspace.experiment_prefix + experiment
+        if not client.exists(record) or client.hexists(record, "claims_released"):
+            return 0
+        removed = self._unlink([keyspace.judged(experiment, s) for s in range(JUDGED_SHARDS)])
+        client.hset(record, "claims_released", json.dumps(_now()))
+        return removed
 
     def evidence_all(self, experiment: str) -> dict[str, dict]:
         """Every partition's evidence counts for an experiment."""

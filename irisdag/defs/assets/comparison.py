@@ -78,6 +78,7 @@ def comparison(context: AssetExecutionContext, artifacts: ArtifactStore, serving
     windows: dict = {}
     plan = None
     if experiment is None:
+        serving_store.release_claims()  # an experiment that has ended keeps no claims
         record = experiments.nothing_to_compare(
             routing.strategy, routing.champion, routing.challenger,
             "no experiment is running (train a challenger to start one)", 0.05)

@@ -164,6 +164,8 @@ def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan)
         version_fields={arm: {"lifecycle": plan.strategy} for arm in plan.arms})
     if not ok:
         raise RefusedVersion(f"could not start the {plan.strategy} experiment for {plan.arms[0][:12]}…: {reason}")
+    if routing.salt:
+        serving_store.release_claims(routing.salt)  # the experiment this one replaces has ended
     return salt
 
 
