@@ -4,50 +4,41 @@ experiments, may not delete them), against Redis 7 with the deployed ACL users."
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import numpy as np
 import pytest
 import redis
 
 from irisdag.store.resource import JUDGED_PREFIX, ServingStore, close_clients
-from irisdag_tests.support.processes import kill_marked
-from irisdag_tests.support.services import AclRedis
-
-MARKER = f"irisdag-claims-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory):
-    server = AclRedis(tmp_path_factory.mktemp("claims"), marker=MARKER).start()
-    try:
-        yield server
-    finally:
-        close_clients()
-        server.stop()
-        kill_marked(MARKER)
+from irisdag_tests.integration.test_acl_users import acl_redis  # noqa: F401  (the fixture: Redis 7, deployed ACL)
 
 
 def _judged(admin: redis.Redis, experiment: str) -> int:
     return sum(1 for _ in admin.scan_iter(match=f"{JUDGED_PREFIX}{experiment}:*", count=1000))
 
 
+def _running(acl_redis, admin, experiment: str):
+    """An emptied store (through the scoring and routing users) running ``experiment``: champion a, challenger b."""
+    admin.flushdb()
+    close_clients()
+    store = ServingStore(redis_url=acl_redis.url("scoring"), routing_url=acl_redis.url("routing"))
+    keys = [hashlib.sha256(f"k{i}".encode()).hexdigest() for i in range(20)]
+    champion, challenger = (hashlib.sha256(n.encode()).hexdigest() for n in ("a", "b"))
+    for v in (champion, challenger):
+        store.register_version(v, v, role="champion")
+        store.set_validated(v, True, "test")
+        store.mark_generation(v, 1, store.write_predictions(v, keys, np.arange(20) % 3))
+    ok, reason, epoch = store.set_routing(0, {"champion": champion, "challenger": challenger, "salt": experiment,
+                                             "strategy": "shadow"}, action="start")
+    assert ok, reason
+    store.experiment_put(experiment, {"plan": {"arms": [challenger]}, "champion": champion})
+    return store, champion, challenger, epoch
+
+
 def test_an_ended_experiment_keeps_no_claims_and_only_the_scoring_user_deletes_them(acl_redis):
     admin = acl_redis.admin()
     try:
-        admin.flushdb()
-        close_clients()
-        store = ServingStore(redis_url=acl_redis.url("scoring"), routing_url=acl_redis.url("routing"))
-        keys = [hashlib.sha256(f"k{i}".encode()).hexdigest() for i in range(20)]
-        champion, challenger = (hashlib.sha256(n.encode()).hexdigest() for n in ("a", "b"))
-        for v in (champion, challenger):
-            store.register_version(v, v, role="champion")
-            store.set_validated(v, True, "test")
-            store.mark_generation(v, 1, store.write_predictions(v, keys, np.arange(20) % 3))
-        ok, reason, epoch = store.set_routing(0, {"champion": champion, "challenger": challenger, "salt": "e1",
-                                                 "strategy": "shadow"}, action="start")
-        assert ok, reason
-        store.experiment_put("e1", {"plan": {"arms": [challenger]}, "champion": champion})
+        store, champion, challenger, epoch = _running(acl_redis, admin, "e1")
         tokens = np.arange(1, 3001, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         assert store.claim_inputs("e1", "w1", tokens).all()
         shards = _judged(admin, "e1")
@@ -87,19 +78,7 @@ def test_an_ended_experiment_keeps_no_claims_and_only_the_scoring_user_deletes_t
 def test_deleting_an_ended_experiments_version_deletes_its_claims(acl_redis):
     admin = acl_redis.admin()
     try:
-        admin.flushdb()
-        close_clients()
-        store = ServingStore(redis_url=acl_redis.url("scoring"), routing_url=acl_redis.url("routing"))
-        keys = [hashlib.sha256(f"k{i}".encode()).hexdigest() for i in range(5)]
-        champion, challenger = (hashlib.sha256(n.encode()).hexdigest() for n in ("c", "d"))
-        for v in (champion, challenger):
-            store.register_version(v, v, role="champion")
-            store.set_validated(v, True, "test")
-            store.mark_generation(v, 1, store.write_predictions(v, keys, np.arange(5) % 3))
-        ok, reason, epoch = store.set_routing(0, {"champion": champion, "challenger": challenger, "salt": "x1",
-                                                 "strategy": "shadow"}, action="start")
-        assert ok, reason
-        store.experiment_put("x1", {"plan": {"arms": [challenger]}, "champion": champion})
+        store, champion, challenger, epoch = _running(acl_redis, admin, "x1")
         store.claim_inputs("x1", "w1", np.arange(1, 201, dtype=np.uint64))
         ok, reason, epoch = store.set_routing(epoch, {"challenger": ""}, action="abort")
         assert ok, reason
