@@ -32,7 +32,7 @@ def _replay(strategy, feedback, trace, run, window, sim):
 
 
 @pytest.mark.parametrize("strategy,feedback,diff", [
-    ("canary", "label", 0.0), ("canary", "outcome", 0.08), ("bandit", "label", 0.02), ("bandit", "outcome", 0.08)])
+    ("canary", "label", 0.0), ("canary", "outcome", 0.08), ("bandit", "label", 0.02), ("bandit", "outcome", 0.10)])
 def test_grid_decisions_equal_the_strategy_replayed_window_by_window(strategy, feedback, diff):
     sim = G.GridSim(max_rows=3000 if feedback == "label" else 6000, p_champion=0.9 if feedback == "label" else 0.85,
                     exact_trigger=True)
