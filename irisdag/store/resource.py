@@ -15,7 +15,7 @@ Keys (all under ``irisdag:``):
 - ``audit``, ``misses``, ``decisions``  capped streams; ``decision`` (latest
   decision), ``inputs`` (kept-input partitions), ``evidence:<experiment>``,
   ``judged:<experiment>:<s>`` (which window first judged each input, see
-  `claim_inputs`).
+  `claim_inputs`; deleted by `release_claims` once the experiment has ended).
 
 Redis >= 7 runs the Lua library ``irisdag`` with FCALL/FCALL_RO; Redis 6.2
 (the embedded default) runs the same bodies with EVALSHA.
