@@ -215,7 +215,7 @@ def _replica_unavailable(err: BaseException) -> bool:
 
 
 def _is_cluster(client: redis.Redis) -> bool:
-    """Whether the server at ``url`` is a Redis Cluster node: ``INFO cluster`` says
+    """Whether ``client``'s server is a Redis Cluster node: ``INFO cluster`` says
     cluster_enabled:1 (a user refused INFO: CLUSTER SLOTS answers, which redis-py's
     cluster client needs anyway). Connection errors propagate (`ping` names the URL)."""
     try:
@@ -1379,7 +1379,8 @@ class StoreClient:
         node's commands are sent before any reply is read, so the nodes work at
         once. An error reply raises (the first); after a redirection (MOVED,
         ASK), CLUSTERDOWN or a lost connection the slot map is refreshed and the
-        whole batch sent again, once: callers send only commands that may run twice.
+        whole batch sent again, once: callers send only commands that may run twice
+        (a repeated HSET counts its fields as not new: `recount_keys` corrects counts).
         ``wait_ms``: each node's pipeline ends with WAIT 1 (writes): the batch returns
         once a replica of every master holds it, or after ``wait_ms`` (best effort: a
         master without a live replica does not stop the store).
