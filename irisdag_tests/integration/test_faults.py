@@ -288,7 +288,7 @@ def test_restart_with_aof_keeps_routing_versions_functions_and_misses(servers, t
             libraries = [_pairs(lib) for lib in raw.function_list()]
             [lib] = [lib for lib in libraries if lib["library_name"] == "irisdag"]
             assert {_pairs(f)["name"] for f in lib["functions"]} == {
-                "lookup", "lookup_digests", "route", "buckets", "reshard", "misses_read", "dead_letter"}
+                "lookup", "lookup_digests", "route", "buckets", "reshard", "misses_read", "dead_letter", "mirror"}
             reply = raw.execute_command("FCALL_RO", "lookup", 1, ROUTING_KEY, str(batch.keys[0]))
             assert reply[0][0] in ("champion", "challenger", "holdout")
         finally:
