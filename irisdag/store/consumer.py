@@ -148,6 +148,9 @@ class ConsumerStore:
                 self._cluster_checked = True
                 if isinstance(info, bytes) and b"cluster_enabled:1" in info:
                     raise Fallback("a Redis Cluster: StoreClient reads its hash-tagged keys (docs/cluster.md)")
+                if not isinstance(info, bytes):  # refused (an ACL without +info|cluster): a cluster node
+                    # serving `irisdag:routing`'s slot would answer "miss" for every key
+                    raise Fallback(f"INFO cluster refused ({info}): StoreClient tells a cluster from one server")
             if not isinstance(reply, ReplyError):
                 return reply
             if reply.code in _AUTH_CODES:

@@ -81,17 +81,19 @@ class RedisTestCluster:
     ``nodes`` are ``RedisServer`` objects (``.port``, ``.url``, ``.pid``,
     ``.client()``). ``password`` sets ``requirepass`` and ``masterauth`` on
     every node (URLs carry it); ``extra_args`` go to every node (e.g.
-    ``["--aclfile", path]`` whose ``default`` user has that password).
+    ``["--aclfile", path]``); ``username``: ``password`` is that ACL user's
+    (replicas authenticate as it, ``masteruser``; the helpers connect as it).
     """
 
     def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = DEFAULT_NODE_TIMEOUT_MS,
-                 password: str | None = None, extra_args: Sequence[str] = (), start_timeout: float = 60.0):
+                 password: str | None = None, username: str | None = None, extra_args: Sequence[str] = (), start_timeout: float = 60.0):
         if masters < 3:
             raise ValueError(f"a Redis Cluster needs at least 3 masters, got {masters}")
         self.n_masters = masters
         self.n_replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.password = password
+        self.username = username
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.nodes: list[RedisServer] = []
@@ -113,13 +115,15 @@ class RedisTestCluster:
                 "--cluster-node-timeout", str(self.node_timeout_ms), "--cluster-port", str(free_port())]
         if self.password:
             args += ["--masterauth", self.password]
-        return RedisServer(extra_args=[*args, *self.extra_args], password=self.password)
+        if self.username:
+            args += ["--masteruser", self.username]
+        return RedisServer(extra_args=[*args, *self.extra_args], password=self.password, username=self.username)
 
     def _create(self) -> None:
         cmd = ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{n.port}" for n in self.nodes],
                "--cluster-replicas", str(self.n_replicas), "--cluster-yes"]
         if self.password:
-            cmd[1:1] = ["--no-auth-warning", "-a", self.password]
+            cmd[1:1] = ["--no-auth-warning", "-a", self.password, *(["--user", self.username] if self.username else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=self.start_timeout,
                               stdin=subprocess.DEVNULL)
         if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
@@ -161,6 +165,7 @@ class RedisTestCluster:
     def cluster_client(self, **kwargs) -> RedisCluster:
         """A redis-py RedisCluster client seeded with every live node."""
         kwargs.setdefault("password", self.password)
+        kwargs.setdefault("username", self.username)
         kwargs.setdefault("socket_timeout", 10)
         return RedisCluster(startup_nodes=[_PyClusterNode("127.0.0.1", n.port) for n in self.live_nodes()],
                             **kwargs)

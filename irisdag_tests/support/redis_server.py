@@ -34,7 +34,8 @@ class RedisServer:
     e.g. ``["--appendonly", "yes"]``, ``["--aclfile", path]``,
     ``["--maxmemory", "50mb"]`` (see ``AOF`` and ``noeviction``).
     ``password`` sets ``requirepass`` (the default user's password); ``url``
-    then carries it, as REDIS_URL would.
+    then carries it, as REDIS_URL would. With ``username`` (a user of an
+    ``--aclfile``) the password is that user's and no requirepass is set.
 
     Faults: ``kill()`` is SIGKILL to this server's own pid (no shutdown, no
     final save: what the AOF holds is what survives); ``start()`` afterwards
@@ -43,7 +44,7 @@ class RedisServer:
 
     def __init__(self, extra_args: Sequence[str] = (), executable: str | None = None,
                  directory: str | Path | None = None, start_timeout: float = 20.0,
-                 password: str | None = None):
+                 password: str | None = None, username: str | None = None):
         self.executable = executable or os.environ.get("IRISDAG_TEST_REDIS_SERVER") or DEFAULT_EXECUTABLE
         if not shutil.which(self.executable):
             raise FileNotFoundError(f"redis-server not found at {self.executable}")
@@ -52,12 +53,13 @@ class RedisServer:
         self.dir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="irisdag-redis-"))
         self.start_timeout = start_timeout
         self.password = password
+        self.username = username  # an ACL user of ``--aclfile`` (then no requirepass is set)
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.username or ''}:{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
@@ -71,6 +73,7 @@ class RedisServer:
     def client(self, **kwargs) -> redis.Redis:
         """A client of this server (default user)."""
         kwargs.setdefault("password", self.password)
+        kwargs.setdefault("username", self.username)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def info(self, section: str = "default") -> dict:
@@ -106,7 +109,7 @@ class RedisServer:
     def _spawn(self, port: int) -> bool:
         args = [self.executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                 "--appendonly", "no", "--dir", str(self.dir), *self.extra_args]
-        if self.password:
+        if self.password and not self.username:
             args += ["--requirepass", self.password]
         log = open(self.log_path, "ab")
         try:
@@ -115,7 +118,7 @@ class RedisServer:
             log.close()
         deadline = time.monotonic() + self.start_timeout
         probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=1,
-                            password=self.password)
+                            password=self.password, username=self.username)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
