@@ -298,7 +298,8 @@ def test_acl_file_from_the_template_matches_start_sh(clean_redis):
     assert "#" + hashlib.sha256(clean_redis.passwords["routing"].encode()).hexdigest() in rendered
     for password in clean_redis.passwords.values():
         assert password not in rendered  # only hashes on disk
-    assert "+fcall_ro +hget +xadd +ping %R~irisdag:* %W~irisdag:misses" in ACL_TEMPLATE.read_text()
+    assert ("-@all +fcall_ro +hget +xadd +ping +info|cluster +command +cluster|slots %R~irisdag:* "
+            "%W~irisdag:misses %W~irisdag:{irisdag}:misses\n") in ACL_TEMPLATE.read_text()
 
 
 # ---- the deployment switch ---------------------------------------------------------------------------
