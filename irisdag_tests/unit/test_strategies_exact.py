@@ -1,0 +1,104 @@
+"""Strategy records field by field against closed forms written out here (the mutation review,
+docs/mutation-review.md): a changed variance, prior, bound or record field fails a test."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import fisher_exact
+
+from irisdag.core import stats
+from irisdag.core.strategies import (
+    BanditState,
+    CanaryState,
+    PairedEvidence,
+    UnpairedEvidence,
+    decide_bandit,
+    decide_canary,
+    decide_single,
+)
+
+CHAMP, CHALL = "c" * 64, "d" * 64
+WHEN = "2026-01-01T00:00:00+00:00"
+
+
+# ------------------------------------------------------------------ single
+@pytest.mark.parametrize("validated,decision,reason", [
+    (True, "promote", "The challenger passed its validity checks; the single strategy promotes it without a "
+                      "comparison."),
+    (False, "abort", "The challenger failed its validity checks; it is never served."),
+    (None, "continue", "The challenger's validity checks have not reported yet."),
+])
+def test_single_record_field_by_field(validated, decision, reason):
+    rec = decide_single(validated, champion="a", challenger="b", created_at=WHEN)
+    assert (rec.strategy, rec.evidence, rec.n, rec.champion, rec.challenger, rec.decision, rec.reason,
+            rec.test, rec.created_at) == ("single", "none", 0, "a", "b", decision, reason, "validity checks", WHEN)
+    assert rec.decision_id == rec.with_id().decision_id and len(rec.decision_id) == 16
+    assert decide_single(validated).created_at                    # stamped when not given
+    with pytest.raises(TypeError, match="validated must be True, False or None, got 'yes'"):
+        decide_single("yes")
+
+
+# ------------------------------------------------------------------ canary, paired
+@pytest.mark.parametrize("b,c,n", [(10, 30, 1000), (30, 10, 1000), (3, 3, 50), (0, 4, 400)])
+def test_paired_canary_interval_is_the_confidence_sequence_of_the_per_row_differences(b, c, n):
+    state = CanaryState(min_rows_per_step=10, delta=0.02, rho=7.0, alpha=0.04)
+    ev = PairedEvidence(CHAMP, CHALL).add_batch(b=b, c=c, n=n, champion_right=n - c - 5,
+                                                challenger_right=n - c - 5 - b + c)
+    rec, _ = decide_canary(ev, state, created_at=WHEN)
+    s_n = c - b
+    s2 = (b + c) / n - (s_n / n) ** 2            # the variance of D ∈ {−1, 0, 1} per row
+    lo, hi = stats.confidence_sequence(s_n, n, s2, 7.0, 0.04)
+    lam = stats.noninferiority_lambda(s_n, n, s2, 7.0, 0.02)
+    assert rec.difference_ci == pytest.approx((lo, hi), rel=1e-12) and rec.statistic == pytest.approx(lo)
+    assert rec.lambda_ == pytest.approx(lam, rel=1e-12) and rec.p_value == pytest.approx(min(1.0, 1 / lam))
+    assert (rec.alpha, rec.mixture, rec.difference) == (0.04, 7.0, s_n / n)
+
+
+def test_an_empty_paired_canary_holds_with_the_widest_interval():
+    rec, state = decide_canary(PairedEvidence(CHAMP, CHALL), CanaryState(), created_at=WHEN)
+    assert (rec.decision, rec.n, rec.lambda_, rec.p_value, rec.statistic) == ("continue", 0, 1.0, 1.0, -1.0)
+    assert state == CanaryState()
+
+
+# ------------------------------------------------------------------ canary and bandit, outcome feedback
+def test_outcome_canary_uses_the_state_s_arm_prior():
+    prior = (2.0, 0.5)
+    ev = UnpairedEvidence(CHAMP, CHALL).add_batch(k1=90, n1=100, k2=45, n2=50)
+    rec, _ = decide_canary(ev, CanaryState(min_rows_per_step=10, arm_prior=prior, alpha=0.04))
+    lo1, hi1 = stats.bernoulli_cs(90, 100, 0.02, prior)
+    lo2, hi2 = stats.bernoulli_cs(45, 50, 0.02, prior)
+    assert rec.difference_ci == pytest.approx((lo2 - hi1, hi2 - lo1), rel=1e-12)
+    assert rec.difference_ci != pytest.approx(decide_canary(ev, CanaryState(min_rows_per_step=10, alpha=0.04))[0]
+                                              .difference_ci, rel=1e-6)
+
+
+def test_outcome_bandit_verdict_uses_the_state_s_arm_prior():
+    # With Beta(1, 1) the arm at 4,661/5,000 is shown better (one arm: its sequence at α/2); a prior that
+    # pulls both sequences far toward 0 (Beta(1, 5000)) keeps the arm's lower bound under the champion's
+    # upper one here.
+    champ = dict(k1=4500, n1=5000)
+    ev = UnpairedEvidence(CHAMP, "x").add_batch(k2=4661, n2=5000, partition="w1", **champ)
+    prior = (1.0, 5000.0)
+    lo2 = stats.bernoulli_cs(4661, 5000, 0.025, prior)[0]
+    hi1 = stats.bernoulli_cs(4500, 5000, 0.025, prior)[1]
+    assert lo2 <= hi1
+    assert decide_bandit({"x": ev}, BanditState(arms=("x",)))[0].decision == "promote"
+    assert decide_bandit({"x": ev}, BanditState(arms=("x",), arm_prior=prior))[0].decision != "promote"
+
+
+# ------------------------------------------------------------------ Thompson shares and Fisher
+def test_thompson_shares_are_the_floor_plus_p_best_from_the_given_generator():
+    s, f = [40, 45, 30], [10, 5, 20]
+    p = stats.prob_best(s, f, 2000, np.random.default_rng(5))
+    got = stats.thompson_shares(s, f, 2000, np.random.default_rng(5), floor=0.1)
+    assert got.tolist() == pytest.approx((0.1 + 0.7 * p).tolist(), abs=1e-15)
+    assert stats.thompson_shares(s, f, 2000, np.random.default_rng(5)).tolist() == p.tolist()
+    assert stats.thompson_shares([1, 1], [1, 1], 10, np.random.default_rng(0), floor=0.5).tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="floor 0.4 times 3 arms exceeds 1"):
+        stats.thompson_shares(s, f, 10, np.random.default_rng(0), floor=0.4)
+
+
+def test_fisher_with_a_one_row_arm_is_the_exact_table_p():
+    assert stats.fisher(0, 1, 10, 10) == pytest.approx(1 / 11)
+    assert stats.fisher(10, 10, 0, 1) == pytest.approx(fisher_exact([[10, 0], [0, 1]]).pvalue)
+    assert stats.fisher(0, 0, 3, 5) == 1.0 and stats.fisher(3, 5, 0, 0) == 1.0
