@@ -102,3 +102,45 @@ def test_fisher_with_a_one_row_arm_is_the_exact_table_p():
     assert stats.fisher(0, 1, 10, 10) == pytest.approx(1 / 11)
     assert stats.fisher(10, 10, 0, 1) == pytest.approx(fisher_exact([[10, 0], [0, 1]]).pvalue)
     assert stats.fisher(0, 0, 3, 5) == 1.0 and stats.fisher(3, 5, 0, 0) == 1.0
+
+
+# ------------------------------------------------------------------ canary steps, exactly on their edges
+def _even(n):
+    # No discordant rows at all: Δ̂ = 0 with an interval around it.
+    return PairedEvidence(CHAMP, CHALL).add_batch(b=0, c=0, n=n, champion_right=n - 10, challenger_right=n - 10)
+
+
+def test_canary_ramps_once_the_step_has_exactly_its_minimum_rows_and_lo_is_above_minus_delta():
+    state = CanaryState(steps_bp=(500, 10000), min_rows_per_step=4000, delta=0.01)
+    rec, new = decide_canary(_even(4000), state)
+    assert -0.01 < rec.difference_ci[0] < 0.01        # between −δ and +δ: non-inferior, not superior
+    assert rec.decision == "ramp" and new.step == 1 and new.step_started_n == 4000
+    assert rec.shares_bp == {CHALL: 10000}
+    rec, new = decide_canary(_even(3999), state)
+    assert rec.decision == "continue" and new == state
+    # The last step: promote with the whole traffic.
+    last = CanaryState(steps_bp=(500, 10000), step=1, step_started_n=4000, min_rows_per_step=4000, delta=0.01)
+    rec, new = decide_canary(_even(8000), last)
+    assert (rec.decision, rec.shares_bp, new.done) == ("promote", {CHALL: 10000}, "promote")
+    # A step that has judged nothing yet holds (and is not an error).
+    rec, new = decide_canary(_even(4000), CanaryState(steps_bp=(500, 10000), step=1, step_started_n=4000))
+    assert rec.decision == "continue" and new.step == 1
+    with pytest.raises(ValueError, match="evidence has 3999 rows but the current step began at 4000"):
+        decide_canary(_even(3999), CanaryState(steps_bp=(500, 10000), step=1, step_started_n=4000))
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(arm_prior=(0.0, 1.0)), dict(arm_prior=(1.0,)), dict(steps_bp=()), dict(steps_bp=(0, 100)),
+    dict(steps_bp=(100, 10001)), dict(steps_bp=(200, 100)), dict(steps_bp=(100, 100)),
+    dict(steps_bp=(100, 200), step=2), dict(step=-1), dict(delta=1.0), dict(delta=-0.01), dict(rho=0.0),
+    dict(done="maybe"), dict(min_rows_per_step=-1), dict(step_started_n=-1), dict(alpha=0.0),
+])
+def test_canary_state_refuses_what_it_cannot_run(kwargs):
+    with pytest.raises(ValueError):
+        CanaryState(**kwargs)
+
+
+def test_canary_state_accepts_its_edges():
+    s = CanaryState(steps_bp=(1, 10000), step=1, delta=0.0, rho=0.5, arm_prior=(0.5, 2))
+    assert (s.steps_bp, s.step, s.delta, s.rho, s.arm_prior, s.share_bp) == ((1, 10000), 1, 0.0, 0.5, (0.5, 2.0), 10000)
+    assert CanaryState(done="abort").share_bp == 0 and CanaryState(done="promote").share_bp == 500
