@@ -144,3 +144,80 @@ def test_canary_state_accepts_its_edges():
     s = CanaryState(steps_bp=(1, 10000), step=1, delta=0.0, rho=0.5, arm_prior=(0.5, 2))
     assert (s.steps_bp, s.step, s.delta, s.rho, s.arm_prior, s.share_bp) == ((1, 10000), 1, 0.0, 0.5, (0.5, 2.0), 10000)
     assert CanaryState(done="abort").share_bp == 0 and CanaryState(done="promote").share_bp == 500
+
+
+# ------------------------------------------------------------------ A/B records and the sample-ratio check
+def _pairs(*batches):
+    ev = PairedEvidence(CHAMP, CHALL)
+    for i, (b, c, n) in enumerate(batches):
+        ev = ev.add_batch(b=b, c=c, n=n, champion_right=n - c - 5, challenger_right=n - c - 5 - b + c,
+                          partition=f"w{i}")
+    return ev
+
+
+def test_ab_records_field_by_field_before_and_at_the_planned_n():
+    from irisdag.core.strategies import ABState, decide_ab
+
+    state = ABState(planned_n=600, share_bp=5000, alpha=0.04)
+    rec, same = decide_ab(_pairs((4, 12, 400)), state, served=(200, 200), created_at=WHEN)
+    assert (rec.decision, rec.test, rec.alpha, rec.created_at, rec.p_value, same) == (
+        "continue", "exact McNemar at the planned n", 0.04, WHEN, None, state)
+    unpaired = UnpairedEvidence(CHAMP, CHALL).add_batch(k1=90, n1=100, k2=95, n2=100)
+    rec, _ = decide_ab(unpaired, ABState(planned_n=600), created_at=WHEN)
+    assert (rec.decision, rec.test) == ("continue", "Fisher exact / two-proportion z at the planned n")
+    rec, done = decide_ab(_pairs((4, 12, 400), (3, 15, 300)), state, served=(350, 350), created_at=WHEN)
+    assert rec.statistic == pytest.approx((27 - 7) / np.sqrt(34), rel=1e-12)
+    assert (rec.decision, rec.p_value, rec.alpha, rec.created_at) == (
+        "promote", pytest.approx(stats.mcnemar_exact(7, 27)), 0.04, WHEN)
+    assert rec.test == "exact McNemar (two-sided), once at the planned n; statistic = (c − b)/√(b + c)"
+    assert done.decided == rec.to_dict()
+    # No discordant row at the planned n: no evidence, statistic 0, not shown better.
+    rec, _ = decide_ab(_pairs((0, 0, 700)), state, served=(350, 350))
+    assert (rec.decision, rec.statistic, rec.p_value) == ("abort", 0.0, 1.0)
+
+
+def test_ab_sample_ratio_abort_record_carries_the_exact_p_against_the_planned_split():
+    from irisdag.core.strategies import ABState, decide_ab
+
+    state = ABState(planned_n=600, share_bp=4000, srm_alpha=0.001)
+    rec, done = decide_ab(_pairs((4, 12, 400)), state, served=(6350, 3650), created_at=WHEN)
+    want = stats.srm_pvalue([6350, 3650], [6000, 4000])
+    assert 0 < want < 0.001 and rec.p_value == pytest.approx(want, rel=1e-12)
+    assert (rec.decision, rec.alpha, rec.created_at, rec.statistic) == ("abort", 0.001, WHEN, None)
+    assert rec.test == ("sample-ratio mismatch on distinct keys (chi-square; exact binomial where an expected "
+                        "count is below 5)")
+    assert done.decided == rec.to_dict()
+
+
+# ------------------------------------------------------------------ sample-ratio p, exactly
+def test_srm_pvalue_chooses_chi_square_from_an_expected_count_of_five():
+    from scipy.stats import binomtest, chisquare
+
+    assert stats.srm_pvalue([3, 7], [1, 1]) == pytest.approx(chisquare([3, 7], [5, 5]).pvalue, rel=1e-12)
+    assert stats.srm_pvalue([2, 6], [1, 1]) == pytest.approx(binomtest(2, 8, 0.5).pvalue, rel=1e-12)
+    # Three arms, tiny expected counts: the smallest exact p times 3 (below 1 here).
+    p = stats.srm_pvalue([0, 0, 12], [4500, 4500, 1000])
+    assert p == pytest.approx(3 * binomtest(12, 12, 0.1).pvalue, rel=1e-12) and p < 1e-9
+
+
+def test_srm_pvalue_arms_planned_at_zero():
+    from scipy.stats import binomtest
+
+    assert stats.srm_pvalue([3, 5, 1], [1, 1, 0]) == 0.0
+    assert stats.srm_pvalue([3, 5, 0], [1, 1, 0]) == pytest.approx(binomtest(3, 8, 0.5).pvalue, rel=1e-12)
+    assert stats.srm_pvalue([0, 0], [1, 1]) == 1.0 and stats.srm_pvalue([4], [1]) == 1.0
+
+
+@pytest.mark.parametrize("obs,shares,message", [
+    ([1, 2], [1], "observed_counts and planned_shares must be 1-D and of equal length"),
+    ([[1, 2]], [[1, 1]], "observed_counts and planned_shares must be 1-D and of equal length"),
+    ([1, 2], [1, float("nan")], "NaN in the observed counts or the planned shares"),
+    ([-1, 3], [1, 1], "counts and shares must be non-negative"),
+    ([1, 3], [-1, 2], "counts and shares must be non-negative"),
+    ([1.5, 2], [1, 1], "observed counts must be integers"),
+    ([0, 0], [0, 0], "planned shares sum to zero"),
+])
+def test_srm_pvalue_refuses_bad_input_saying_why(obs, shares, message):
+    with pytest.raises(ValueError) as err:
+        stats.srm_pvalue(obs, shares)
+    assert str(err.value) == message
