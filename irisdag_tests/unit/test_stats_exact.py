@@ -154,3 +154,12 @@ def test_fixed_n_tests_name_the_bad_count(func):
     for args in ((3, 2, 1, 2), (1, 2, 3, 2)):
         with pytest.raises(ValueError, match="^successes exceed rows$"):
             func(*args)
+
+
+def test_bernoulli_cs_is_quiet_at_its_edges():
+    # Every look of an arm passes through k = 0, k = n and n = 0: no division, overflow or invalid warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for k, n in ((0, 0), (0, 1), (1, 1), (0, 500), (500, 500), (1, 2000), (1999, 2000)):
+            stats.bernoulli_cs(k, n, 0.05)
+            stats.bernoulli_cs(k, n, 0.05, start=(0.0, 1.0), iterations=3)

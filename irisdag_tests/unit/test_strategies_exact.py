@@ -221,3 +221,62 @@ def test_srm_pvalue_refuses_bad_input_saying_why(obs, shares, message):
     with pytest.raises(ValueError) as err:
         stats.srm_pvalue(obs, shares)
     assert str(err.value) == message
+
+
+# ------------------------------------------------------------------ shadow
+def test_shadow_looks_for_its_crossing_with_its_own_mixture():
+    from irisdag.core.strategies import decide_shadow
+
+    # (b, c) = (0, 8): Λ = 28.4 with Beta(1, 1) (a crossing at α = 0.05), 3.36 with Beta(8, 8) (none).
+    ev = _pairs((0, 8, 100), (0, 0, 100))
+    rec = decide_shadow(ev, alpha=0.05, mixture=8.0)
+    assert (rec.decision, rec.n, rec.partitions) == ("continue", 200, ("w0", "w1"))
+    assert decide_shadow(ev, alpha=0.05, mixture=1.0).partitions == ("w0",)     # stopped at its crossing
+
+
+def test_shadow_decides_an_even_window_by_the_direction_recorded_at_an_earlier_crossing():
+    from irisdag.core.strategies import decide_shadow
+
+    even = _pairs((5, 5, 100))
+    assert decide_shadow(even, looks_p_history=[(0.01, 1)]).decision == "promote"
+    assert decide_shadow(even, looks_p_history=[(0.01, -1)]).decision == "abort"
+    assert decide_shadow(even).decision == "continue"
+
+
+def test_shadow_no_evidence_record_field_by_field():
+    from irisdag.core.strategies import decide_shadow
+
+    ev = _pairs((0, 0, 50))
+    rec = decide_shadow(ev, alpha=0.04, mixture=2.0, created_at=WHEN)
+    log_lam, lam = stats.paired_msprt(0, 0, 2.0)
+    assert (rec.decision, rec.statistic, rec.p_value, rec.alpha, rec.mixture, rec.lambda_, rec.created_at) == (
+        "continue", log_lam, 1.0, 0.04, 2.0, lam, WHEN)
+    assert rec.reason == ("No discordant rows among 50: both models were right or wrong on the same rows, so "
+                          "there is no evidence either way yet.")
+
+
+# ------------------------------------------------------------------ unpaired record
+def test_unpaired_record_field_by_field():
+    from irisdag.core.strategies import ABState, decide_ab
+
+    ev = UnpairedEvidence(CHAMP, CHALL).add_batch(k1=90, n1=100, k2=40, n2=50, partition="w1", n_excluded=3,
+                                                  n_repeated=4)
+    rec, _ = decide_ab(ev, ABState(planned_n=600), created_at=WHEN)
+    assert (rec.champion, rec.challenger, rec.n, rec.champion_accuracy, rec.challenger_accuracy) == (
+        CHAMP, CHALL, 150, 0.9, 0.8)
+    assert rec.champion_ci == pytest.approx(stats.wilson(90, 100, 0.95), rel=1e-12)
+    assert rec.challenger_ci == pytest.approx(stats.wilson(40, 50, 0.95), rel=1e-12)
+    assert rec.difference == pytest.approx(-0.1, rel=1e-12)
+    assert rec.difference_ci == pytest.approx(stats.newcombe_diff(90, 100, 40, 50, 0.95), rel=1e-12)
+    assert rec.interval_method == "95% Newcombe hybrid score interval (fixed-n)"
+    assert (rec.n_excluded, rec.n_repeated, rec.created_at, rec.partitions, rec.shares_bp) == (
+        3, 4, WHEN, ("w1",), {})
+    assert rec.decision_id == rec.with_id().decision_id
+    # One arm only: no difference, no interval.
+    one, _ = decide_ab(UnpairedEvidence(CHAMP, CHALL).add_batch(k1=90, n1=100, k2=0, n2=0), ABState(planned_n=600),
+                       served=(100, 90))
+    assert (one.champion_accuracy, one.challenger_accuracy, one.challenger_ci) == (0.9, None, None)
+    assert (one.difference, one.difference_ci, one.interval_method) == (None, None, "")
+    canary, _ = decide_canary(ev, CanaryState(min_rows_per_step=10), created_at=WHEN)
+    assert (canary.lambda_, canary.mixture, canary.alpha) == (None, None, 0.05)
+    assert canary.interval_method == "always-valid 95% confidence sequence"
