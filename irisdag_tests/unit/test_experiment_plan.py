@@ -183,3 +183,34 @@ def test_nothing_to_compare_is_a_continue_record_naming_why():
         "canary", "paired", 0, "champ", "x", "continue", 0.04)
     assert rec.reason == "Nothing to compare: no feedback yet." and rec.decision_id and rec.created_at
     assert experiments.nothing_to_compare("", "champ", "", "none", 0.05).strategy == "shadow"
+
+
+def test_a_label_ab_checks_the_served_split_summed_from_every_window():
+    # Paired evidence cannot show the split: the windows' served counts (40 champion keys, 4 arm keys,
+    # a window where neither was served) go to the sample-ratio check.
+    windows = {
+        "a": {"paired": {"x": {"n": 40, "b": 1, "c": 2, "champion_right": 35, "challenger_right": 36,
+                               "excluded": 0}}, "served": {"champ": {"n": 40, "right": 35}}, "holdout": {}},
+        "b": {"paired": {"x": {"n": 4, "b": 0, "c": 0, "champion_right": 4, "challenger_right": 4,
+                               "excluded": 0}}, "served": {"x": {"n": 4, "right": 4}}, "holdout": {}},
+        "c": {"paired": {}, "served": {}, "holdout": {}},
+    }
+    plan = ExperimentPlan(strategy="ab", arms=("x",))
+    rec, new = experiments.decide(plan, experiments.initial_state(plan), "champ", windows, None)
+    want = stats.srm_pvalue([40, 4], [5000, 5000])
+    assert (rec.decision, rec.champion) == ("abort", "champ") and rec.p_value == pytest.approx(want, rel=1e-12)
+    assert new["decided"] == rec.to_dict()
+
+
+def test_windows_without_a_holdout_entry_and_an_input_whose_token_is_zero():
+    assert experiments.unpaired_evidence("champ", "x", {"w": {"served": {"x": {"n": 3, "right": 2}}}}).to_dict()[
+        "batches"] == [{"partition": "w", "k1": 0, "n1": 0, "k2": 2, "n2": 3, "n_excluded": 0, "n_repeated": 0}]
+    j = experiments.judge_window(np.array([0, 1]), np.array([0, 7], dtype=np.uint64), [])
+    assert j.judged.tolist() == [True, True]
+
+
+def test_decide_names_the_champion_in_every_strategy_s_record():
+    for strategy, feedback in (("canary", "label"), ("canary", "outcome"), ("shadow", "label"), ("ab", "outcome")):
+        plan = ExperimentPlan(strategy=strategy, feedback=feedback, arms=("x",))
+        rec, _ = experiments.decide(plan, experiments.initial_state(plan), "champ", WINDOWS, None)
+        assert (rec.champion, rec.challenger) == ("champ", "x")
