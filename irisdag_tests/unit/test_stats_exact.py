@@ -163,3 +163,47 @@ def test_bernoulli_cs_is_quiet_at_its_edges():
         for k, n in ((0, 0), (0, 1), (1, 1), (0, 500), (500, 500), (1, 2000), (1999, 2000)):
             stats.bernoulli_cs(k, n, 0.05)
             stats.bernoulli_cs(k, n, 0.05, start=(0.0, 1.0), iterations=3)
+
+
+# ------------------------------------------------------------------ normal-mixture sequence edges
+def _nm_lambda(s_n, n, s2, rho, margin):
+    x, v = s_n + n * margin, n * s2
+    return math.sqrt(rho / (v + rho)) * math.exp(x * x / (2 * (v + rho))) if n and x > 0 else 1.0
+
+
+@pytest.mark.parametrize("s_n,n,s2,rho,margin", [
+    (0, 1, 0.0, 20.0, 0.01), (0.0, 50, 0.0, 20.0, 0.01), (-0.2, 20, 0.05, 5.0, 0.01), (-0.5, 50, 0.1, 5.0, 0.01),
+    (0, 0, 0.0, 20.0, 0.01), (-30, 1000, 0.04, 20.0, 0.01), (5, 400, 0.04, 0.5, 0.02),
+])
+def test_noninferiority_lambda_equals_its_closed_form_near_x_zero(s_n, n, s2, rho, margin):
+    assert stats.noninferiority_lambda(s_n, n, s2, rho, margin) == pytest.approx(
+        _nm_lambda(s_n, n, s2, rho, margin), rel=1e-12)
+
+
+def test_a_sequence_wider_than_the_accuracy_scale_is_clipped_to_it_and_rho_must_be_positive():
+    assert stats.confidence_sequence(0, 1, 0.0, 20.0, 0.05) == (-1.0, 1.0)
+    assert stats.confidence_sequence(1, 1, 0.0, 20.0, 0.05) == (-1.0, 1.0)
+    for call in (lambda: stats.normal_mixture_radius(1.0, 0.0, 0.05),
+                 lambda: stats.noninferiority_lambda(1.0, 10, 0.1, 0.0, 0.01)):
+        with pytest.raises(ValueError, match="rho must be > 0, got 0.0"):
+            call()
+
+
+def test_paired_msprt_refuses_negative_or_nan_counts_on_either_side():
+    for b, c in ((-1, 3), (3, -1), (np.array([1, -1]), np.array([2, 2]))):
+        with pytest.raises(ValueError, match="b and c must be non-negative"):
+            stats.paired_msprt(b, c)
+    for b, c in ((1, math.nan), (math.nan, 1)):
+        with pytest.raises(ValueError, match="b and c must be counts, got NaN"):
+            stats.paired_msprt(b, c)
+
+
+# ------------------------------------------------------------------ basis points
+def test_shares_to_bp_normalises_and_gives_the_remainder_to_the_largest_fractions_first():
+    assert stats.shares_to_bp([1, 3]) == [2500, 7500]
+    assert stats.shares_to_bp([1, 1, 1]) == [3334, 3333, 3333]
+    assert stats.shares_to_bp([0.1, 0.2, 0.7], total=7) == [1, 1, 5]     # 0.7, 1.4, 4.9: 1.4 is short last
+    assert stats.shares_to_bp([0.2, 0.25, 0.55], total=9) == [2, 2, 5]   # 1.8, 2.25, 4.95
+    for bad in ([-1, 3], [0, 0], [[0.5, 0.5]]):
+        with pytest.raises(ValueError, match="shares must be non-negative and not all zero"):
+            stats.shares_to_bp(bad)
