@@ -280,3 +280,34 @@ def test_unpaired_record_field_by_field():
     canary, _ = decide_canary(ev, CanaryState(min_rows_per_step=10), created_at=WHEN)
     assert (canary.lambda_, canary.mixture, canary.alpha) == (None, None, 0.05)
     assert canary.interval_method == "always-valid 95% confidence sequence"
+
+
+# ------------------------------------------------------------------ bandit shares and records
+def test_bandit_shares_record_and_state_exactly_with_a_floor():
+    from irisdag.core.strategies import shadow_always_valid_p
+
+    x = PairedEvidence(CHAMP, CHALL).add_batch(b=10, c=14, n=300, champion_right=270, challenger_right=274)
+    y = PairedEvidence(CHAMP, CHALL).add_batch(b=12, c=13, n=300, champion_right=270, challenger_right=271)
+    state = BanditState(arms=("x", "y"), floor_bp=500, mixture=2.0, seed=3)
+    rec, new = decide_bandit({"x": x, "y": y}, state, created_at=WHEN)
+    right = [x.champion_right, x.challenger_right, y.challenger_right]
+    pbest = stats.prob_best(right, [300 - r for r in right], state.draws, np.random.default_rng([3, 300, 2]))
+    bp = stats.shares_to_bp(0.05 + (1 - 0.05 * 3) * pbest)
+    assert rec.shares_bp == new.shares_bp == {"x": bp[1], "y": bp[2]} and min(bp[1:]) >= 500
+    focus = "x" if pbest[1] >= pbest[2] else "y"
+    p, _, lam = shadow_always_valid_p({"x": x, "y": y}[focus], 2.0)
+    assert (rec.decision, rec.statistic, rec.p_value, rec.lambda_, rec.alpha, rec.mixture, rec.created_at) == (
+        "ramp", pytest.approx(max(pbest[1:])), pytest.approx(p), pytest.approx(lam), 0.025, 2.0, WHEN)
+    # The same evidence again: the same shares, so nothing to ramp.
+    again, same = decide_bandit({"x": x, "y": y}, new, created_at=WHEN)
+    assert (again.decision, same.shares_bp) == ("continue", new.shares_bp)
+
+
+def test_bandit_drops_a_worse_arm_into_its_state_and_aborts_with_every_share_zero():
+    worse = _pairs((40, 5, 300))
+    rec, new = decide_bandit({"x": worse}, BanditState(arms=("x",), mixture=2.0), created_at=WHEN)
+    assert (rec.decision, rec.shares_bp, new.shares_bp, new.dropped, new.done) == (
+        "abort", {"x": 0}, {"x": 0}, ("x",), "abort")
+    p, _, lam = __import__("irisdag.core.strategies", fromlist=["x"]).shadow_always_valid_p(worse, 2.0)
+    assert (rec.p_value, rec.lambda_, rec.alpha, rec.mixture, rec.created_at) == (
+        pytest.approx(p), pytest.approx(lam), 0.05, 2.0, WHEN)
