@@ -106,8 +106,10 @@ def test_deploy_files_agree_with_the_code():
     assert "appendonly yes" in conf and "maxmemory-policy noeviction" in conf
     acl = (DEPLOY / "redis" / "users.acl.template").read_text()
     assert "user default off" in acl
+    # The whole line: look up, queue a miss (either key naming), tell a cluster node; nothing more.
     assert f"user {ACL_USERS['consumer']} on #@CONSUMER_PASSWORD_SHA256@ resetkeys resetchannels -@all " \
-           "+fcall_ro +hget +xadd +ping %R~irisdag:* %W~irisdag:misses" in acl
+           "+fcall_ro +hget +xadd +ping +info|cluster +command +cluster|slots " \
+           "%R~irisdag:* %W~irisdag:misses %W~irisdag:{irisdag}:misses" in acl.splitlines()
     for role in ("scoring", "routing"):  # each refusal is tested on a real server in test_acl_users.py
         line = next(line for line in acl.splitlines() if line.startswith(f"user {ACL_USERS[role]}"))
         assert "%R~irisdag:*" in line and "-@all" in line and "+function|load" not in line
