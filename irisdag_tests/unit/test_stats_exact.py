@@ -207,3 +207,72 @@ def test_shares_to_bp_normalises_and_gives_the_remainder_to_the_largest_fraction
     for bad in ([-1, 3], [0, 0], [[0.5, 0.5]]):
         with pytest.raises(ValueError, match="shares must be non-negative and not all zero"):
             stats.shares_to_bp(bad)
+
+
+# ------------------------------------------------------------------ exact power and the planning search
+# planned_n_paired / planned_n_unpaired are lru-cached: a value cached before the mutation run's fork
+# never reaches the search again, so these tests call the search and the uncached plans directly.
+def _curve(low_at=(), first=100, level=0.9):
+    """A saw-toothed power curve: below 0.8 before ``first`` and at the sizes in ``low_at``, ``level`` elsewhere."""
+    return lambda n: 0.1 if n < first or n in low_at else level
+
+
+@pytest.mark.parametrize("start", [0, 1, 37, 99, 100, 5000])
+def test_the_planning_search_finds_the_smallest_n_that_holds_over_the_next_sizes(start):
+    assert stats._smallest_n_with_power(_curve(), start, 0.8) == 100
+    assert stats._smallest_n_with_power(_curve((105,)), start, 0.8, hold=20) == 106  # 105 dips: step past it
+    assert stats._smallest_n_with_power(_curve((105, 126)), start, 0.8, hold=20) == 127  # 126 = 106 + 20 dips too
+    assert stats._smallest_n_with_power(_curve((105, 127)), start, 0.8, hold=20) == 106  # 127 lies past the hold
+    assert stats._smallest_n_with_power(_curve(first=100, level=0.8), start, 0.8) == 100  # power = target holds
+    assert stats._smallest_n_with_power(_curve(first=1), start, 0.8, hold=3) == 1
+    assert stats._smallest_n_with_power(_curve(first=2), start, 0.8) == 2
+
+
+def test_the_uncached_plans_reach_their_exact_sizes():
+    assert stats.planned_n_paired.__wrapped__(0.04, 0.02) == 843
+    assert stats.planned_n_paired.__wrapped__(0.04, -0.02) == 843    # the effect's sign does not matter
+    assert stats.planned_n_unpaired.__wrapped__(0.90, 0.92) == 3206
+    assert stats.planned_n_unpaired.__wrapped__(0.92, 0.90) == 3206
+
+
+def _mcnemar_power_by_enumeration(n, psi, delta, alpha):
+    from scipy.stats import multinomial
+    probs = [(psi - delta) / 2, (psi + delta) / 2, 1 - psi]
+    return sum(multinomial.pmf([b, c, n - b - c], n, probs)
+               for b in range(n + 1) for c in range(n + 1 - b)
+               if c > b and stats.mcnemar_exact(b, c) <= alpha)
+
+
+@pytest.mark.parametrize("n,psi,delta,alpha", [
+    (12, 1.0, 0.5, 0.05), (14, 0.2, 0.2, 0.05), (20, 0.5, -0.1, 0.05), (25, 0.6, 0.3, 0.2), (1, 0.5, 0.5, 0.05),
+    (9, 1.0, 1.0, 0.05), (16, 0.7, 0.4, 0.01),
+])
+def test_mcnemar_power_equals_enumeration_at_the_edges_of_psi_and_alpha(n, psi, delta, alpha):
+    assert stats.power_mcnemar(n, psi, delta, alpha) == pytest.approx(
+        _mcnemar_power_by_enumeration(n, psi, delta, alpha), rel=1e-9, abs=1e-15)
+
+
+def test_mcnemar_power_is_zero_at_no_pairs_and_refuses_a_psi_outside_its_range():
+    assert stats.power_mcnemar(0, 0.3, 0.1) == 0.0
+    for psi, delta in ((0.1, 0.2), (0.0, 0.0), (1.1, 0.1), (0.1, -0.2)):
+        with pytest.raises(ValueError, match=rf"p_discordant \({psi}\) must lie in"):
+            stats.power_mcnemar(5, psi, delta)
+
+
+@pytest.mark.parametrize("n,p1,p2,alpha", [
+    (15, 0.6, 0.85, 0.2), (6, 0.0, 1.0, 0.05), (12, 0.0, 0.5, 0.05), (12, 0.5, 1.0, 0.05), (1, 0.3, 0.9, 0.5),
+    (18, 0.7, 0.6, 0.3),
+])
+def test_two_proportion_power_equals_enumeration_at_the_edges(n, p1, p2, alpha):
+    from scipy.stats import binom
+    total = sum(binom.pmf(k1, n, p1) * binom.pmf(k2, n, p2)
+                for k1 in range(n + 1) for k2 in range(n + 1)
+                if k2 > k1 and stats.two_proportion_z(k1, n, k2, n)[1] <= alpha)
+    assert stats.power_two_proportion(n, p1, p2, alpha) == pytest.approx(total, rel=1e-9, abs=1e-15)
+    assert stats.power_two_proportion(0, p1, p2, alpha) == 0.0
+
+
+def test_two_proportion_z_gives_no_evidence_when_either_arm_is_empty():
+    assert stats.two_proportion_z(0, 0, 1, 2) == (0.0, 1.0)
+    assert stats.two_proportion_z(1, 2, 0, 0) == (0.0, 1.0)
+    assert stats.two_proportion_z(0, 1, 1, 1) == pytest.approx((math.sqrt(2.0), 0.15729920705028513), rel=1e-12)

@@ -311,3 +311,76 @@ def test_bandit_drops_a_worse_arm_into_its_state_and_aborts_with_every_share_zer
     p, _, lam = __import__("irisdag.core.strategies", fromlist=["x"]).shadow_always_valid_p(worse, 2.0)
     assert (rec.p_value, rec.lambda_, rec.alpha, rec.mixture, rec.created_at) == (
         pytest.approx(p), pytest.approx(lam), 0.05, 2.0, WHEN)
+
+
+# ------------------------------------------------------------------ A/B at the planned n: Fisher or z, p = α, worse
+def _ab_unpaired(k1, n1, k2, n2, **kwargs):
+    from irisdag.core.strategies import ABState, decide_ab
+
+    ev = UnpairedEvidence(CHAMP, CHALL).add_batch(k1=k1, n1=n1, k2=k2, n2=n2)
+    state = ABState(planned_n=min(n1, n2), share_bp=round(10000 * n2 / (n1 + n2)), **kwargs)
+    return decide_ab(ev, state, created_at=WHEN)[0]
+
+
+@pytest.mark.parametrize("k1,n1,k2,n2", [
+    (0, 60, 13, 200),      # pooled 0.05: expected right 3 (champion) is the only cell below 5
+    (60, 60, 187, 200),    # pooled 0.95: expected wrong 3 (champion)
+    (13, 200, 0, 60),      # expected right 3 (challenger)
+    (187, 200, 60, 60),    # expected wrong 3 (challenger)
+])
+def test_ab_uses_fisher_when_any_one_expected_cell_is_below_five(k1, n1, k2, n2):
+    rec = _ab_unpaired(k1, n1, k2, n2)
+    fisher_p, z_p = stats.fisher(k1, n1, k2, n2), stats.two_proportion_z(k1, n1, k2, n2)[1]
+    assert abs(fisher_p - z_p) > 1e-4
+    assert rec.p_value == pytest.approx(fisher_p, rel=1e-12)
+    assert rec.test == "Fisher exact (two-sided), once at the planned n; statistic = two-proportion z"
+
+
+def test_ab_uses_the_z_test_when_the_smallest_expected_cell_is_exactly_five():
+    assert 100 * (10 / 200) == 5.0
+    rec = _ab_unpaired(1, 100, 9, 100)
+    z, p = stats.two_proportion_z(1, 100, 9, 100)
+    assert abs(p - stats.fisher(1, 100, 9, 100)) > 1e-3
+    assert (rec.p_value, rec.statistic) == (pytest.approx(p, rel=1e-12), pytest.approx(z, rel=1e-12))
+    assert rec.test == "two-proportion z (pooled, two-sided), once at the planned n"
+
+
+def test_ab_aborts_a_challenger_shown_worse_at_the_planned_n():
+    rec = _ab_unpaired(90, 100, 60, 100)
+    assert rec.p_value < 0.05 and rec.decision == "abort"
+    assert rec.reason.endswith("≤ α = 0.05 and the challenger is worse. Abort.")
+
+
+def test_ab_promotes_when_p_equals_alpha_exactly():
+    from irisdag.core.strategies import ABState, decide_ab
+
+    ev = PairedEvidence(CHAMP, CHALL).add_batch(b=0, c=5, n=20, champion_right=10, challenger_right=15)
+    assert stats.mcnemar_exact(0, 5) == 0.0625                      # 2 · (1/2)^5, exactly
+    rec, _ = decide_ab(ev, ABState(planned_n=20, alpha=0.0625), served=(10, 10))
+    assert (rec.decision, rec.p_value) == ("promote", 0.0625)
+
+
+# ------------------------------------------------------------------ canary: δ = 0 and the record's time
+def test_a_canary_with_a_zero_margin_ramps_promotes_and_holds_with_its_reasons():
+    better = PairedEvidence(CHAMP, CHALL).add_batch(b=0, c=200, n=1000, champion_right=700, challenger_right=900)
+    state = CanaryState(steps_bp=(500, 10000), min_rows_per_step=1000, delta=0.0)
+    rec, new = decide_canary(better, state, created_at=WHEN)
+    assert (rec.decision, rec.created_at) == ("ramp", WHEN)
+    assert rec.reason.endswith("above −δ = -0.00 points. Ramp to 100%.")
+    rec, _ = decide_canary(better, CanaryState(steps_bp=(500, 10000), step=1, min_rows_per_step=1000, delta=0.0),
+                           created_at=WHEN)
+    assert (rec.decision, rec.created_at) == ("promote", WHEN)
+    assert "above −δ = -0.00 points (not worse by δ). Promote." in rec.reason
+    rec, _ = decide_canary(_even(4000), CanaryState(min_rows_per_step=1000, delta=0.0), created_at=WHEN)
+    assert (rec.decision, rec.created_at) == ("continue", WHEN)
+    assert "the lower bound is not yet above −δ = -0.00 points" in rec.reason
+    unpaired = UnpairedEvidence(CHAMP, CHALL).add_batch(k1=90, n1=100, k2=45, n2=50)
+    assert decide_canary(unpaired, CanaryState(), created_at=WHEN)[0].created_at == WHEN
+
+
+def test_a_canary_aborts_on_its_first_row_when_a_narrow_sequence_is_already_below_zero():
+    # ρ = 0.1 makes the sequence narrow at n = 1: one champion-only-right row puts its upper end at −0.226.
+    one = PairedEvidence(CHAMP, CHALL).add_batch(b=1, c=0, n=1, champion_right=1, challenger_right=0)
+    rec, new = decide_canary(one, CanaryState(rho=0.1))
+    assert rec.difference_ci[1] == pytest.approx(-0.22595448795901008, rel=1e-9)
+    assert (rec.decision, rec.shares_bp, new.done) == ("abort", {CHALL: 0}, "abort")
