@@ -246,6 +246,7 @@ def _mcnemar_power_by_enumeration(n, psi, delta, alpha):
 @pytest.mark.parametrize("n,psi,delta,alpha", [
     (12, 1.0, 0.5, 0.05), (14, 0.2, 0.2, 0.05), (20, 0.5, -0.1, 0.05), (25, 0.6, 0.3, 0.2), (1, 0.5, 0.5, 0.05),
     (9, 1.0, 1.0, 0.05), (16, 0.7, 0.4, 0.01),
+    (5, 1.0, 0.6, 0.0625), (9, 0.8, 0.5, 0.0625),   # α = 2·(1/2)^5: the exact p at c = 5, b = 0 equals α
 ])
 def test_mcnemar_power_equals_enumeration_at_the_edges_of_psi_and_alpha(n, psi, delta, alpha):
     assert stats.power_mcnemar(n, psi, delta, alpha) == pytest.approx(
