@@ -56,6 +56,18 @@ def ready(store: StoreClient, version: str, D: np.ndarray, labels: np.ndarray, r
     store.mark_generation(version, 1, len(D))
 
 
+def two_ready_versions(store: StoreClient, name: str, n: int, seed: int, shift: int):
+    """Versions `<name>-a` and `<name>-b` over the same n keys, b's labels a's shifted by `shift`
+    (mod 3), so every answer tells which version gave it."""
+    a, b = vid(f"{name}-a"), vid(f"{name}-b")
+    D = digests(n, seed=seed)
+    la = np.random.default_rng(seed).integers(0, 3, len(D))
+    lb = (la + shift) % 3
+    ready(store, a, D, la)
+    ready(store, b, D, lb)
+    return a, b, D, la, lb
+
+
 def answers_per_master(cluster) -> dict[int, int]:
     """Answers (hash fields of every shard hash) each master holds, by SCAN + HLEN on that master."""
     out = {}
@@ -441,12 +453,7 @@ def test_cli_lifecycle_on_the_cluster_named_by_one_node(cluster, tmp_path):
 def test_a_master_killed_lookups_resume_after_its_replica_takes_over(cluster):
     url = cluster.nodes[0].url
     store = StoreClient(redis_url=url)
-    a, b = vid("fail-a"), vid("fail-b")
-    D = digests(30_000, seed=8)
-    la = np.random.default_rng(8).integers(0, 3, len(D))
-    lb = (la + 1) % 3
-    ready(store, a, D, la)
-    ready(store, b, D, lb)
+    a, b, D, la, lb = two_ready_versions(store, "fail", 30_000, seed=8, shift=1)
     assert store.set_routing(0, {"champion": a}, action="bootstrap")[0]
     assert store.set_routing(1, {"champion": b, "previous": a}, action="promote")[0]
     keys = store._keys()
@@ -506,12 +513,7 @@ def test_the_control_slot_master_killed_during_a_promotion(cluster):
     victim = cluster.master_for_key(keys.routing)
     url = next(n.url for n in cluster.masters() if n is not victim)
     store = StoreClient(redis_url=url)
-    a, b = vid("mid-a"), vid("mid-b")
-    D = digests(20_000, seed=9)
-    la = np.random.default_rng(9).integers(0, 3, len(D))
-    lb = (la + 2) % 3
-    ready(store, a, D, la)
-    ready(store, b, D, lb)
+    a, b, D, la, lb = two_ready_versions(store, "mid", 20_000, seed=9, shift=2)
     assert store.set_routing(0, {"champion": a}, action="bootstrap")[0]
     for master in cluster.masters():
         client = master.client()
