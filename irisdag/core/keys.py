@@ -211,36 +211,61 @@ def describe_invalid(row_values: Sequence[float], row: int) -> str:
     return f"row {row}: valid"  # pragma: no cover - only called for invalid rows
 
 
-def quantize_array(X: np.ndarray) -> np.ndarray:
-    """Exact q = 10 * round(x, 1) for a validated float (N, 4) array, as int64.
+QUANTIZE_CHUNK_VALUES = 1 << 16  # values rounded at a time: the temporaries stay in cache
 
-    Equal to `quantize` on every value, without Python per value. Rounding is
-    symmetric (half-to-even), so work on |x| and put the sign back (-0.04 and
-    -0.0 give q = 0). y = fl(10|x|) is within 2^-30 of the exact 10|x| (|x| <
-    1e6), so np.rint(y) is right wherever y is not within 1e-6 of a .5 tie.
-    Near a tie k + 1/2 the question is the sign of 20|x| - (2k + 1), decided
-    exactly: 20|x| = 16|x| + 4|x| (both exact) summed with TwoSum into s + e
-    (exact); s - (2k + 1) is exact (Sterbenz: s is within a hair of 2k + 1),
-    and the rounded sum (s - (2k + 1)) + e is zero only when the exact one is,
-    and otherwise has its sign. Zero means an exact tie: to the even q.
+
+def quantize_array(X: np.ndarray) -> np.ndarray:
+    """Exact q = 10 * round(x, 1) for a validated float array (any shape; rows of four), as int64.
+
+    Equal to `quantize` on every value, without Python per value. y = fl(10x)
+    is within 2^-30 of the exact 10x (|x| < 1e6), and rint rounds half-even
+    symmetrically (-0.04 and -0.0 give q = 0), so np.rint(y) is right wherever
+    y is not within 1e-6 of a .5 tie, i.e. wherever |y - rint(y)| <= 0.5 - 1e-6
+    (y - rint(y) is exact: Sterbenz). The few values nearer a tie are decided
+    exactly by `_round_near_tie`. Works through the values a cache-sized
+    chunk at a time into preallocated scratch (five passes over each value).
     """
     X = np.asarray(X, dtype=np.float64)
-    a = np.abs(X)
-    y = a * 10.0
-    q = np.rint(y)
-    k = np.floor(y)
-    near = np.abs((y - k) - 0.5) < 1e-6
-    if near.any():
-        an, kn = a[near], k[near]
-        s = an * 16.0 + an * 4.0
-        big, small = an * 16.0, an * 4.0
-        bb = s - big
-        e = (big - (s - bb)) + (small - bb)
-        c = (s - (2.0 * kn + 1.0)) + e
-        odd = np.fmod(kn, 2.0) == 1.0
-        q[near] = np.where(c > 0, kn + 1.0, np.where(c < 0, kn, kn + odd))
-    q = np.where(X < 0, -q, q)
-    return q.astype(np.int64)
+    flat = np.ascontiguousarray(X).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.int64)
+    step = max(1, min(len(flat), QUANTIZE_CHUNK_VALUES))
+    y, q, d = np.empty(step), np.empty(step), np.empty(step)
+    near = np.empty(step, dtype=bool)
+    for start in range(0, len(flat), step):
+        x = flat[start:start + step]
+        m = len(x)
+        ym, qm, dm, nm = y[:m], q[:m], d[:m], near[:m]
+        np.multiply(x, 10.0, out=ym)
+        np.rint(ym, out=qm)
+        np.subtract(ym, qm, out=dm)
+        np.abs(dm, out=dm)
+        np.greater(dm, 0.5 - 1e-6, out=nm)
+        if nm.any():
+            idx = np.flatnonzero(nm)
+            xs = x[idx]
+            qa = _round_near_tie(np.abs(xs))
+            qm[idx] = np.where(xs < 0, -qa, qa)
+        out[start:start + m] = qm
+    return out.reshape(X.shape)
+
+
+def _round_near_tie(a: np.ndarray) -> np.ndarray:
+    """round(10a) half-even, exactly, for values a >= 0 whose fl(10a) lies within 1e-6 of k + 1/2 (float).
+
+    The question is the sign of 20a - (2k + 1): 20a = 16a + 4a (both exact)
+    summed with TwoSum into s + e (exact); s - (2k + 1) is exact (Sterbenz: s
+    is within a hair of 2k + 1), and the rounded sum (s - (2k + 1)) + e is
+    zero only when the exact one is, and otherwise has its sign. Zero means an
+    exact tie: to the even q.
+    """
+    k = np.floor(a * 10.0)
+    big, small = a * 16.0, a * 4.0
+    s = big + small
+    bb = s - big
+    e = (big - (s - bb)) + (small - bb)
+    c = (s - (2.0 * k + 1.0)) + e
+    odd = np.fmod(k, 2.0) == 1.0
+    return np.where(c > 0, k + 1.0, np.where(c < 0, k, k + odd))
 
 
 # ---- packing: one int64 per row ---------------------------------------------------
@@ -281,20 +306,20 @@ def unpack_quantized(P: np.ndarray) -> np.ndarray:
 def unique_packed(P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of an int64 array and, per value, the index of its distinct one.
 
-    Hashes (pandas' factorize) rather than sorts all N values: only the
-    distinct ones are sorted.
+    One unstable argsort (numpy's vectorized sort: faster on int64 than a
+    hash table, whether the values are nearly all distinct or few).
     """
-    import pandas as pd
-
     P = np.asarray(P, dtype=np.int64).reshape(-1)
     if len(P) == 0:
         return P.copy(), np.zeros(0, dtype=np.int64)
-    codes, uniq = pd.factorize(P, sort=False)
-    uniq = np.asarray(uniq, dtype=np.int64)
-    order = np.argsort(uniq, kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    return uniq[order], rank[codes]
+    order = np.argsort(P)
+    ordered = P[order]
+    first = np.empty(len(P), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    inverse = np.empty(len(P), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
 
 
 def unique_quantized(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -374,43 +399,69 @@ def canonical_buffer(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return buf, lengths
 
 
+# Values with |q| below TOKEN_Q_LIMIT (|x| < 1000 cm: every real measurement) are formatted
+# by table lookup: one fixed-width token per q, joined by numpy's byte-string add.
+TOKEN_Q_LIMIT = 10 ** 4
+
+
+@functools.cache
+def _token_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(first, later): ``format_q(q)`` and ``" " + format_q(q)`` as ``S`` arrays indexed by q + TOKEN_Q_LIMIT."""
+    q = np.arange(-TOKEN_Q_LIMIT, TOKEN_Q_LIMIT + 1, dtype=np.int64)
+    a = np.abs(q)
+    digit = (a % 10 + _ZERO).astype(np.uint8).view("S1")
+    token = np.strings.add(np.strings.add((a // 10).astype("S4"), b"."), digit)
+    first = np.where(q < 0, np.strings.add(b"-", token), token)
+    return first, np.strings.add(b" ", first)
+
+
+def canonical_strings(Q: np.ndarray) -> np.ndarray:
+    """The canonical strings of an int (N, 4) q array as a numpy ``S`` array (N,).
+
+    Items are NUL-padded to the array's width; numpy drops the padding when it
+    hands an item out (``.tolist()``), which gives exactly
+    ``canonical_q(row).encode()`` (the strings never hold a NUL byte).
+    """
+    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    inside = (np.abs(Q) <= TOKEN_Q_LIMIT).all(axis=1)
+    if inside.all():
+        return _tabled_strings(Q)
+    buf, lengths = canonical_buffer(Q[~inside])
+    wide = np.ascontiguousarray(buf).view(f"S{buf.shape[1]}").reshape(-1)
+    out = np.zeros(len(Q), dtype=f"S{max(buf.shape[1], 4 * 7 + 3)}")
+    out[~inside] = wide
+    out[inside] = _tabled_strings(Q[inside])
+    return out
+
+
+def _tabled_strings(Q: np.ndarray) -> np.ndarray:
+    first, later = _token_tables()
+    i = Q + TOKEN_Q_LIMIT
+    add = np.strings.add
+    return add(add(first[i[:, 0]], later[i[:, 1]]), add(later[i[:, 2]], later[i[:, 3]]))
+
+
 def canonical_bytes(Q: np.ndarray) -> list[bytes]:
     """``canonical_q(row).encode()`` for every row of an int (N, 4) q array, in order."""
-    buf, lengths = canonical_buffer(Q)
-    out: list = [b""] * len(lengths)
-    for length in np.unique(lengths).tolist():
-        idx = np.flatnonzero(lengths == length)
-        items = np.ascontiguousarray(buf[idx, :length]).view(f"S{length}").reshape(-1).tolist()
-        for i, b in zip(idx.tolist(), items):
-            out[i] = b
-    return out
+    return canonical_strings(Q).tolist()
 
 
 def digests_of_quantized(Q: np.ndarray, *, chunk_rows: int = HASH_CHUNK_ROWS) -> np.ndarray:
     """Raw SHA-256 digests (numpy ``S32``, shape (N,)) of the canonical strings of an int (N, 4) q array.
 
-    Strings are built by numpy in fixed-width groups (one group per string
-    length); the only per-row Python is hashlib's call. Note numpy strips
-    trailing zero bytes when it hands out one ``S32`` item: convert with
-    `hex_of_digests` or ``.tobytes()``, never item by item.
+    Strings are built by numpy (`canonical_strings`); the only per-row Python
+    is hashlib's call. Note numpy strips trailing zero bytes when it hands out
+    one ``S32`` item: convert with `hex_of_digests` or ``.tobytes()``, never
+    item by item.
     """
     Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
     n = len(Q)
     out = np.empty((n, 32), dtype=np.uint8)
     sha = hashlib.sha256
     for start in range(0, n, chunk_rows):
-        buf, lengths = canonical_buffer(Q[start:start + chunk_rows])
-        uniform = bool(len(lengths)) and lengths.min() == lengths.max()
-        groups = [(int(lengths[0]), None)] if uniform else [
-            (int(length), np.flatnonzero(lengths == length)) for length in np.unique(lengths).tolist()]
-        for length, idx in groups:
-            part = buf if idx is None else buf[idx]
-            items = np.ascontiguousarray(part[:, :length]).view(f"S{length}").reshape(-1).tolist()
-            raw = np.frombuffer(b"".join([sha(b).digest() for b in items]), dtype=np.uint8).reshape(-1, 32)
-            if idx is None:
-                out[start:start + len(raw)] = raw
-            else:
-                out[start + idx] = raw
+        items = canonical_strings(Q[start:start + chunk_rows]).tolist()
+        out[start:start + len(items)] = np.frombuffer(b"".join([sha(b).digest() for b in items]),
+                                                      dtype=np.uint8).reshape(-1, 32)
     return out.view("S32").reshape(-1)
 
 
