@@ -355,6 +355,17 @@ _SPACE, _DOT, _MINUS, _ZERO = ord(" "), ord("."), ord("-"), ord("0")
 HASH_CHUNK_ROWS = 1 << 16  # rows formatted at a time (bounded scratch memory)
 
 
+def _small_message_sha256():
+    """CPython's built-in SHA-256 where it has one: on a 20-byte string it costs ~10% less
+    than OpenSSL's (whose per-call setup dominates); the same digest either way."""
+    for module in ("_sha2", "_sha256"):  # 3.12+, 3.11
+        try:
+            return __import__(module).sha256
+        except (ImportError, AttributeError):
+            continue
+    return hashlib.sha256  # pragma: no cover - a build without the built-in module
+
+
 def canonical_buffer(Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The canonical strings of an int (N, 4) q array as bytes: (uint8 (N, W) buffer, lengths (N,)).
 
@@ -457,7 +468,7 @@ def digests_of_quantized(Q: np.ndarray, *, chunk_rows: int = HASH_CHUNK_ROWS) ->
     Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
     n = len(Q)
     out = np.empty((n, 32), dtype=np.uint8)
-    sha = hashlib.sha256
+    sha = _small_message_sha256()
     for start in range(0, n, chunk_rows):
         items = canonical_strings(Q[start:start + chunk_rows]).tolist()
         out[start:start + len(items)] = np.frombuffer(b"".join([sha(b).digest() for b in items]),

@@ -421,6 +421,16 @@ def _pair_layout():
             np.frombuffer(b"\r\n", "V2")[0])
 
 
+def _hset_heads(names, field_counts: np.ndarray) -> list[bytes]:
+    """RESP heads ``*<2 + 2c>  $4 HSET  $<len> <name>`` of HSETs of c field/value pairs each,
+    built by numpy for all shards at once (names: ``S`` array or list of bytes)."""
+    names = np.asarray(names, dtype="S")
+    add = np.strings.add
+    head = add(add(b"*", (2 + 2 * np.asarray(field_counts, dtype=np.int64)).astype("S")), b"\r\n$4\r\nHSET\r\n$")
+    head = add(add(head, np.strings.str_len(names).astype("S")), b"\r\n")
+    return add(add(head, names), b"\r\n").tolist()
+
+
 # ---- raw pipelines -------------------------------------------------------------
 # The write and lookup paths pack their commands themselves and read the replies
 # straight off the connection's socket: redis-py's parser costs several
@@ -451,6 +461,35 @@ class _ReplyReader(ReplyReader):
 
     def error_reply(self, message: str) -> Exception:
         return _response_error(message)
+
+    def read_integer_total(self, count: int):
+        """The sum of the next ``count`` integer replies (HSET's fields added), or the first
+        error reply (returned, as `read` returns it).
+
+        Splits every complete reply line that has arrived at once, rather than a
+        `read` call per reply: a write of a million answers gets tens of
+        thousands of replies. A line that is not an integer goes through `read`.
+        """
+        total = 0
+        while count > 0:
+            available = self.buf.count(b"\r\n", self.pos)
+            if available == 0:
+                self._fill()
+                continue
+            take = min(count, available)
+            lines = self.buf[self.pos:].split(b"\r\n", take)
+            rest = lines.pop()
+            if any(line[:1] != b":" for line in lines):
+                reply = self.read()
+                if isinstance(reply, Exception):
+                    return reply
+                total += int(reply)
+                count -= 1
+                continue
+            total += sum(map(int, [line[1:] for line in lines]))
+            self.pos = len(self.buf) - len(rest)
+            count -= take
+        return total
 
 
 def _response_error(message: str) -> Exception:
@@ -1297,15 +1336,16 @@ class StoreClient:
         size = _PAIR.itemsize
         counts = np.bincount(shard, minlength=n_shards)
         starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        commands: list[tuple[bytes, memoryview]] = []
         keyspace = self._keys()
-        prefix = pred_prefix(version, layout).encode("utf-8")
-        for s in np.flatnonzero(counts).tolist():
-            c, start = int(counts[s]), int(starts[s])
-            name = keyspace.pred_key(version, s, layout=layout).encode() if keyspace.cluster else b"%s%d" % (prefix, s)
-            head = b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * c, len(name), name)
-            commands.append((head, body[start * size:(start + c) * size]))
-        return self._send_pipelined(version, commands)
+        used = np.flatnonzero(counts)
+        if keyspace.cluster:
+            names = [keyspace.pred_key(version, s, layout=layout).encode() for s in used.tolist()]
+        else:
+            names = np.strings.add(pred_prefix(version, layout).encode("utf-8"), used.astype("S"))
+        heads = _hset_heads(names, counts[used])
+        first = (starts[used] * size).tolist()
+        last = ((starts[used] + counts[used]) * size).tolist()
+        return self._send_pipelined(version, list(zip(heads, [body[a:b] for a, b in zip(first, last)])))
 
     def _send_pipelined(self, version: str, commands: list[tuple[bytes, memoryview]]) -> int:
         """Send pre-packed commands in large writes, reading replies one chunk behind.
@@ -1332,8 +1372,11 @@ class StoreClient:
 
         def collect(count: int) -> None:
             nonlocal added
-            for _ in range(count):
-                reply = reader.read() if reader is not None else conn.read_response(disable_decoding=True)
+            if reader is not None:
+                replies = [reader.read_integer_total(count)]
+            else:
+                replies = (conn.read_response(disable_decoding=True) for _ in range(count))
+            for reply in replies:
                 if isinstance(reply, Exception):
                     # Stop at the first refusal (e.g. OOM under noeviction): the disconnect
                     # below drops what is still queued, and frees its buffers in Redis.
