@@ -480,11 +480,16 @@ def msprt_crossing(evidence: PairedEvidence, alpha: float, mixture: float = 1.0)
     crossing. A sequential test stops at its first crossing: its guarantee is
     about that stopping time, so the crossing's direction is the verdict even
     if later batches were added before anyone looked.
+
+    A look crosses when its always-valid p, min(1, 1/Λ), is at most α: the
+    same number the record shows, so a crossing and "p ≤ α" never disagree
+    (Λ ≥ 1/α and 1/Λ ≤ α can differ by one rounding, e.g. b = 0, c = 17).
     """
+    alpha = _check_alpha(alpha)
     for k, (b, c, _) in enumerate(evidence.looks(), start=1):
         _, lam = stats.paired_msprt(b, c, mixture)
-        if lam >= 1.0 / alpha:
-            return k, (1 if c > b else -1)  # Λ ≤ 1 whenever b = c, so never a tie here
+        if stats.always_valid_p([lam]) <= alpha:
+            return k, (1 if c > b else -1)  # Λ ≤ 1 < 1/α whenever b = c, so never a tie here
     return None, 0
 
 
@@ -506,7 +511,7 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
 
     promote when the always-valid p ≤ α and c > b; abort when p ≤ α and
     b > c; otherwise continue. Each batch of ``evidence`` is a look. The test
-    stops at its first crossing: when Λ first reached 1/α at batch k, the
+    stops at its first crossing: when p first reached α at batch k, the
     record judges the evidence up to batch k (so the same crossing always
     gives the same record and id, however many batches arrived since).
     ``looks_p_history`` adds always-valid p-values of looks not in the
@@ -531,11 +536,9 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
         evidence = evidence.prefix(k)
     b, c, n = evidence.b, evidence.c, evidence.n
     p, log_lam, lam = shadow_always_valid_p(evidence, mixture, looks_p_history)
-    unknown_direction = False
     if k is None and p <= alpha:
-        first = next(((q, d) for q, d in _history(looks_p_history) if q <= alpha), (p, 0))
-        direction = first[1]
-        unknown_direction = direction == 0
+        # No look of the evidence crossed, so an earlier look did: its recorded direction decides.
+        direction = next(d for q, d in _history(looks_p_history) if q <= alpha)
     if n == 0 or b + c == 0:
         reason = (no_rows_reason(evidence) if n == 0 else
                   f"No discordant rows among {n:,}: both models were right or wrong on the same rows, "
@@ -555,10 +558,11 @@ def decide_shadow(evidence: PairedEvidence, alpha: float = 0.05, mixture: float 
                   f"worse ({100 * (c - b) / n:+.2f} accuracy points). Abort.{crossed_note}")
     else:
         decision = "continue"
+        # p ≤ α without a direction: only an earlier look given as a bare p-value can do that
+        # (a crossing in the evidence always has one, as b ≠ c there).
         why = (f"the always-valid p-value {_fmt_p(p)} is above α = {alpha:g}" if p > alpha else
                f"an earlier look reached p {_fmt_p(p)}, but which model led at that look is not recorded, and "
-               "today's counts cannot stand in for it" if unknown_direction else
-               f"an earlier look reached p {_fmt_p(p)} but the two models are now even")
+               "today's counts cannot stand in for it")
         reason = f"{split}; {why}, so keep collecting (looking again after the next batch is safe)."
     return _paired_record(evidence, strategy=strategy, decision=decision, reason=reason, test=test,
                           statistic=log_lam, p_value=p, alpha=alpha, mixture=mixture, lam=lam,
