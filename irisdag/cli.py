@@ -8,6 +8,8 @@ run Dagster import it when they start.
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import os
 import sys
@@ -129,45 +131,346 @@ def _queue_misses(store, misses: list[dict]) -> None:
               f"{str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
 
 
+FILE_CHUNK_BYTES = 1 << 20  # CSV read a MiB at a time: Redis answers one chunk while the next is read and keyed
+_FILE_ROW, _FILE_KEY, _FILE_ANSWER = object(), object(), object()  # the variable parts of an answer line
+# An answer line of --file: fixed text, the row number, the key (hex), the text its answer code stands for.
+_FILE_LINE = {False: (b"row ", _FILE_ROW, _FILE_ANSWER, _FILE_KEY, b"\n"),
+              True: (b'{"row": ', _FILE_ROW, b', "key": "', _FILE_KEY, b'"', _FILE_ANSWER, b"\n")}
+
+
+class _UnreadableFile(Exception):
+    """The file was refused by the batch reader (at its start or part way through)."""
+
+
 def _lookup_file(args) -> int:
     """One line per data row of the file, in file order, each carrying the row's 1-based
-    line number; a row that cannot be keyed is an error line in the same place."""
-    from irisdag.core.batches import read_feature_csv
+    line number; a row that cannot be keyed is an error line in the same place.
 
+    Rows of features stream a chunk at a time (`_stream_file`); a file with an id
+    column (rows of one id are checked against each other) or a lookup with a
+    fallback model is read whole first (`_whole_file`). Nothing is printed before the
+    file has been read to its end: a file that cannot be read prints no answers.
+    """
+    chunks = _file_chunks(args.file)
     try:
-        batch = read_feature_csv(args.file)
-    except (OSError, ValueError) as err:
+        head = []  # the first chunks, until one shows the layout (blank lines come first)
+        for batch in chunks:
+            head.append(batch)
+            if len(batch) or batch.n_quarantined or batch.header is not None:
+                break
+        if args.fallback_model or any(b.ids is not None for b in head):
+            store, misses, n_answered, rows_read, shown = _whole_file(args, [*head, *chunks])
+        else:
+            store, misses, n_answered, rows_read, shown = _stream_file(args, head, chunks)
+    except _UnreadableFile as err:
         return _bad_input(f"cannot read {args.file}: {err}")
+    _queue_misses(store, misses)
+    bad = rows_read - n_answered
+    if bad:
+        more = f" ({bad - shown:,} not listed)" if bad > shown else ""
+        print(f"irisdag: {bad:,} of {rows_read:,} rows of {args.file} could not be keyed{more}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_DONE
+
+
+def _file_chunks(path):
+    """The file's `Batch` chunks, in order; `_UnreadableFile` when the reader refuses it."""
+    from irisdag.core.batches import READ_QUARANTINE_SAMPLE, iter_feature_csv
+
+    parts = iter_feature_csv(path, chunk_bytes=FILE_CHUNK_BYTES, quarantine_sample=READ_QUARANTINE_SAMPLE)
+    while True:
+        try:
+            batch = next(parts)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as err:
+            raise _UnreadableFile(str(err)) from None
+        yield batch
+
+
+def _whole_file(args, batches):
+    """`_lookup_file` on the whole batch: (store, misses, rows answered, rows read, error lines shown)."""
+    from irisdag.core.batches import READ_QUARANTINE_SAMPLE, concat_batches, quarantine_conflicting_ids
+
+    batch = quarantine_conflicting_ids(concat_batches(list(batches), quarantine_sample=READ_QUARANTINE_SAMPLE),
+                                       READ_QUARANTINE_SAMPLE)
     store = _store()
-    if batch.ids is None and len(batch):
-        lines, misses = _feature_file_lines(store, batch, args)
-        n_answered = len(batch)
-    else:
-        keys = batch.keys()
-        entries = []
-        for i, key in enumerate(keys):
-            entry = {"key": key}
-            if batch.ids is not None:
-                entry["id"] = str(batch.ids[i])
-            else:
-                entry["features"] = [float(v) for v in batch.X[i]]
-            entries.append(entry)
-        results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
-        lines = [_file_line(row, r, args.json) for row, r in zip(batch.row_numbers.tolist(), results)]
-        n_answered = len(results)
+    entries = []
+    for i, key in enumerate(batch.keys()):
+        entry = {"key": key}
+        if batch.ids is not None:
+            entry["id"] = str(batch.ids[i])
+        else:
+            entry["features"] = [float(v) for v in batch.X[i]]
+        entries.append(entry)
+    results, misses = _answer(store, entries, args.fallback_model) if entries else ([], [])
+    lines = [_file_line(row, r, args.json) for row, r in zip(batch.row_numbers.tolist(), results)]
     if batch.quarantine:
         lines = _with_error_lines(lines, batch.row_numbers, batch.quarantine, args.json)
     for i in range(0, len(lines), 65_536):  # one write a block, not one print a line
         sys.stdout.write("\n".join(lines[i:i + 65_536]) + "\n")
-    _queue_misses(store, misses)
-    bad = batch.rows_read - n_answered
-    if bad:
-        shown = len(batch.quarantine)
-        more = f" ({bad - shown:,} not listed)" if bad > shown else ""
-        print(f"irisdag: {bad:,} of {batch.rows_read:,} rows of {args.file} could not be keyed{more}",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return EXIT_DONE
+    return store, misses, len(results), batch.rows_read, len(batch.quarantine)
+
+
+def _stream_file(args, head: list, rest):
+    """`_lookup_file` on rows of features, a chunk at a time: (store, misses, rows answered,
+    rows read, error lines shown).
+
+    Each chunk is keyed here (its distinct rows hashed once) and looked up as raw keys
+    (`lookup_digests`, one byte a key back) by `_ChunkLookups`' thread, so Redis answers
+    one chunk while this thread reads and keys the next and prints the answered ones.
+    Lines are held until the file has been read to its end, then written as answered.
+    """
+    from irisdag.core.batches import READ_QUARANTINE_SAMPLE
+
+    out = _HeldOutput()
+    store = lookups = None
+    waiting: collections.deque = collections.deque()  # keyed chunks not printed yet, in file order
+    misses: list[dict] = []
+    n_answered = rows_read = shown = 0
+    try:
+        for batch in itertools.chain(head, rest):
+            rows_read += batch.rows_read
+            n_answered += len(batch)
+            errors = batch.quarantine[:READ_QUARANTINE_SAMPLE - shown]  # the first bad rows of the file
+            shown += len(errors)
+            chunk = _KeyedChunk(batch, errors)
+            if len(batch):
+                if lookups is None:
+                    store = _store()
+                    lookups = _ChunkLookups(store)
+                lookups.submit(chunk.digests)
+            waiting.append(chunk)
+            _print_answered(waiting, lookups, out, args.json, misses, wait=False)
+        out.release()
+        _print_answered(waiting, lookups, out, args.json, misses, wait=True)
+    finally:
+        if lookups is not None:
+            lookups.close()
+    return store, misses, n_answered, rows_read, shown
+
+
+def _print_answered(waiting, lookups, out, as_json: bool, misses: list, *, wait: bool) -> None:
+    """Print the waiting chunks, in order, as far as their answers are in (all of them with ``wait``)."""
+    while waiting:
+        chunk = waiting[0]
+        if len(chunk.rows) and chunk.answers is None:
+            chunk.answers = lookups.answer(wait)
+            if chunk.answers is None:
+                return
+        out.write(chunk.text(as_json))
+        misses += chunk.misses()
+        waiting.popleft()
+
+
+class _KeyedChunk:
+    """One chunk of a feature file, keyed: its rows' line numbers, their distinct rows'
+    digests (what is looked up) and, per row, the index of its distinct row."""
+
+    def __init__(self, batch, errors: list[dict]):
+        import numpy as np
+
+        from irisdag.core import keys as keyscheme
+
+        self.X = batch.X
+        self.rows = batch.row_numbers
+        self.errors = errors
+        self.answers = None
+        uniq, self.inverse = keyscheme.unique_quantized(keyscheme.quantize_array(batch.X))
+        self.digests = keyscheme.digests_of_quantized(uniq)
+        self.codes = np.zeros(0, np.uint8)
+
+    def text(self, as_json: bool) -> bytes:
+        """The chunk's lines: an answer line a good row, an error line for each listed bad row, in row order."""
+        encoding, errors = _stdout_encoding()
+        body, ends = b"", None
+        if len(self.rows):
+            self.codes = self.answers.codes[self.inverse]
+            table = self.answers.route_table()
+            if as_json:
+                heads = {c: ", " + ", ".join(f"{json.dumps(name)}: {json.dumps(value)}"
+                                             for name, value in zip(("label", "version", "route"), table[c])) + "}"
+                         for c in set(self.codes.tolist())}
+            else:
+                heads = {c: "\t" + _answer_text({"label": table[c][0], "route": table[c][2], "version": table[c][1],
+                                                 "key": ""}) for c in set(self.codes.tolist())}
+            raw = self.digests.view("u1").reshape(-1, 32)[self.inverse]
+            body, ends = _answer_lines(_FILE_LINE[as_json], self.rows, raw, self.codes,
+                                       {c: h.encode(encoding, errors) for c, h in heads.items()})
+        if not self.errors:
+            return body
+        import numpy as np
+
+        at = np.searchsorted(self.rows, [q["row"] for q in self.errors]).tolist()
+        pieces, start = [], 0
+        for i, q in zip(at, self.errors):
+            cut = int(ends[i - 1]) if i else 0
+            pieces += [body[start:cut], (_file_line(q["row"], {"error": q["reason"]}, as_json) + "\n").encode(
+                encoding, errors)]
+            start = cut
+        pieces.append(body[start:])
+        return b"".join(pieces)
+
+    def misses(self) -> list[dict]:
+        """Entries of the rows no version answered (for the miss queue), once the chunk is printed."""
+        import numpy as np
+
+        missed = np.flatnonzero(self.codes == 0).tolist() if len(self.codes) else []
+        raw = self.digests.view("u1").reshape(-1, 32)
+        return [{"key": raw[self.inverse[i]].tobytes().hex(), "features": [float(v) for v in self.X[i]]}
+                for i in missed]
+
+
+def _answer_lines(parts: tuple, rows, digests, codes, heads: dict) -> tuple[bytes, "np.ndarray"]:
+    """Answer lines as one bytes (and the offset where each line ends), built by numpy a
+    column at a time, not a Python string a row: each row's line is ``parts``, fixed bytes
+    and `_FILE_ROW` (the row number), `_FILE_KEY` (hex of the row of ``digests``, uint8
+    (n, 32)) or `_FILE_ANSWER` (``heads[code]``). The row number is written right-aligned
+    and the answer left-aligned in the widest one's width; the padding is dropped at the end."""
+    import numpy as np
+
+    rows = np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    digits = len(str(int(rows.max())))
+    row_digits = np.ones(n, np.int64)
+    for k in range(1, digits):
+        row_digits += rows >= 10 ** k
+    width_answer = max(len(h) for h in heads.values())
+    answer_bytes = np.zeros((256, width_answer), np.uint8)
+    answer_len = np.zeros(256, np.int64)
+    for code, head in heads.items():
+        answer_bytes[code, :len(head)] = np.frombuffer(head, np.uint8)
+        answer_len[code] = len(head)
+    lengths = row_digits + answer_len[codes]
+    widths = {_FILE_ROW: digits, _FILE_KEY: 64, _FILE_ANSWER: width_answer}
+    for p in parts:
+        lengths += len(p) if isinstance(p, bytes) else widths[p] if p is _FILE_KEY else 0
+    buf = np.empty((n, sum(len(p) if isinstance(p, bytes) else widths[p] for p in parts)), np.uint8)
+    keep = None  # which bytes are not padding (None: all; every line is as wide as the widest)
+    if row_digits[0] != digits or (len(heads) > 1 and len({len(h) for h in heads.values()}) > 1):
+        keep = np.ones(buf.shape, bool)
+    col = 0
+    for part in parts:
+        if part is _FILE_ROW:
+            for k in range(digits):
+                buf[:, col + k] = rows // 10 ** (digits - 1 - k) % 10 + ord("0")
+            if keep is not None and row_digits[0] != digits:  # rows are in order: the first is the shortest
+                keep[:, col:col + digits] = np.arange(digits) >= (digits - row_digits)[:, None]
+        elif part is _FILE_KEY:
+            buf[:, col:col + 64] = np.frombuffer(digests.tobytes().hex().encode("ascii"), np.uint8).reshape(n, 64)
+        elif part is _FILE_ANSWER:
+            buf[:, col:col + width_answer] = np.take(answer_bytes, codes, axis=0)
+            if keep is not None:
+                keep[:, col:col + width_answer] = np.arange(width_answer) < answer_len[codes][:, None]
+        else:
+            buf[:, col:col + len(part)] = np.frombuffer(part, np.uint8)
+        col += len(part) if isinstance(part, bytes) else widths[part]
+    return (buf.tobytes() if keep is None else buf[keep].tobytes()), np.cumsum(lengths)
+
+
+class _ChunkLookups:
+    """`lookup_digests` of submitted chunks on a helper thread, answers handed back in order.
+
+    Socket waits release the GIL, and Redis runs in its own process: it answers while
+    the caller reads and keys the next chunk. Chunks that queued up meanwhile go in
+    one call (Redis then never waits between chunks).
+    """
+
+    def __init__(self, store):
+        import queue
+        import threading
+
+        self.store = store
+        self.todo: queue.Queue = queue.Queue()
+        self.done: queue.Queue = queue.Queue()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="irisdag-lookup", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        import numpy as np
+
+        from irisdag.store.resource import BatchAnswers
+
+        last = False
+        while not last and not self.stopping:
+            parts = [self.todo.get()]
+            while parts[-1] is not None:
+                try:
+                    parts.append(self.todo.get_nowait())
+                except queue.Empty:
+                    break
+            if parts[-1] is None:
+                parts.pop()
+                last = True
+            if not parts:
+                return
+            try:
+                answers = self.store.lookup_digests(np.concatenate(parts) if len(parts) > 1 else parts[0])
+            except BaseException as err:  # noqa: BLE001 - raised again by the caller
+                self.done.put(err)
+                return
+            start = 0
+            for part in parts:
+                self.done.put(BatchAnswers(answers.codes[start:start + len(part)], answers.versions))
+                start += len(part)
+
+    def submit(self, digests) -> None:
+        self.todo.put(digests)
+
+    def answer(self, wait: bool):
+        """The next chunk's `BatchAnswers` (None if not in yet and not ``wait``); a lookup's error is raised here."""
+        import queue
+
+        try:
+            got = self.done.get(block=wait)
+        except queue.Empty:
+            return None
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def close(self) -> None:
+        """Let the thread end (after the call under way, if any: not waited for)."""
+        self.stopping = True
+        self.todo.put(None)
+
+
+class _HeldOutput:
+    """Bytes for stdout, held until `release` (the whole file read), then written as they come."""
+
+    def __init__(self):
+        self.held: list[bytes] | None = []
+
+    def write(self, data: bytes) -> None:
+        if self.held is None:
+            _write_stdout(data)
+        else:
+            self.held.append(data)
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for data in held:
+            _write_stdout(data)
+
+
+def _stdout_encoding() -> tuple[str, str]:
+    return getattr(sys.stdout, "encoding", None) or "utf-8", getattr(sys.stdout, "errors", None) or "strict"
+
+
+def _write_stdout(data: bytes) -> None:
+    """Bytes to stdout (through its text layer when it has no byte buffer, as under some test captures)."""
+    if not data:
+        return
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode(*_stdout_encoding()))
+        return
+    sys.stdout.flush()
+    buffer.write(data)
 
 
 def _file_line(row: int, r: dict, as_json: bool) -> str:
@@ -176,89 +479,6 @@ def _file_line(row: int, r: dict, as_json: bool) -> str:
         r = {"error": _row_error(row, r["error"])}
         return json.dumps({"row": row, **r}, default=str) if as_json else r["error"]
     return json.dumps({"row": row, **r}, default=str) if as_json else f"row {row}\t{_answer_text(r)}"
-
-
-def _feature_file_lines(store, batch, args) -> tuple[list[str], list[dict]]:
-    """The output lines of a file of feature rows, and its missed entries (for the miss queue).
-
-    Each distinct row is hashed once and looked up once, as a raw key (`lookup_digests`:
-    one byte a key back); a line is its row number, the text its answer code stands
-    for (a few distinct codes: formatted once each) and its key. Only missed rows
-    become entries (with their features, for the queue and the fallback model).
-    """
-    import numpy as np
-
-    from irisdag.core import keys as keyscheme
-
-    uniq, inverse = keyscheme.unique_quantized(keyscheme.quantize_array(batch.X))
-    digests, answers = _hash_and_look_up(store, uniq)
-    hexes = keyscheme.hex_of_digests(digests)
-    codes = answers.codes[inverse]
-    rows = batch.row_numbers.tolist()
-    inverse = inverse.tolist()
-    table = answers.route_table()
-    if args.json:
-        head = [", " + ", ".join(f"{json.dumps(name)}: {json.dumps(value)}"
-                                 for name, value in zip(("label", "version", "route"), t)) + "}" for t in table]
-        lines = [f'{{"row": {row}, "key": "{hexes[j]}"{head[c]}' for row, j, c in zip(rows, inverse, codes.tolist())]
-    else:
-        head = ["\t" + _answer_text({"label": t[0], "route": t[2], "version": t[1], "key": ""}) for t in table]
-        lines = [f"row {row}{head[c]}{hexes[j]}" for row, j, c in zip(rows, inverse, codes.tolist())]
-    missed = np.flatnonzero(codes == 0).tolist()
-    misses = [{"key": hexes[inverse[i]], "features": [float(v) for v in batch.X[i]]} for i in missed]
-    if misses and args.fallback_model:
-        fallback, _ = _answer(store, misses, args.fallback_model)
-        for i, r in zip(missed, fallback):
-            lines[i] = _file_line(rows[i], r, args.json)
-    return lines, misses
-
-
-HASH_AHEAD_ROWS = 1 << 16  # distinct rows hashed while Redis looks up the previous ones
-
-
-def _hash_and_look_up(store, uniq):
-    """Digests of the distinct rows (int q array) and their answers (`BatchAnswers`).
-
-    The rows are hashed a block at a time and each block is looked up (one
-    `lookup_digests`, a round trip per chunk) by a helper thread, so that Redis
-    answers one block while this process hashes the next.
-    """
-    import queue
-    import threading
-
-    import numpy as np
-
-    from irisdag.core import keys as keyscheme
-    from irisdag.store.resource import BatchAnswers
-
-    blocks = range(0, len(uniq), HASH_AHEAD_ROWS)
-    todo: queue.Queue = queue.Queue()
-    parts: list = []
-    failed: list[BaseException] = []
-
-    def look_up() -> None:
-        while (digests := todo.get()) is not None:
-            try:
-                parts.append(store.lookup_digests(digests))
-            except BaseException as err:  # noqa: BLE001 - raised again by the caller
-                failed.append(err)
-                return
-
-    helper = threading.Thread(target=look_up, name="irisdag-lookup", daemon=True)
-    helper.start()
-    done = []
-    try:
-        for start in blocks:
-            if failed:
-                break
-            done.append(keyscheme.digests_of_quantized(uniq[start:start + HASH_AHEAD_ROWS]))
-            todo.put(done[-1])
-    finally:
-        todo.put(None)
-        helper.join()
-    if failed:
-        raise failed[0]
-    return np.concatenate(done), BatchAnswers.joined(parts)
 
 
 def _with_error_lines(lines: list[str], row_numbers, quarantine: list[dict], as_json: bool) -> list[str]:
