@@ -93,6 +93,9 @@ def test_shadow_without_rows_or_with_one_discordant_row_continues_with_its_recor
     one = decide_shadow(_pairs((0, 1, 6)), created_at=WHEN)
     assert (one.decision, one.p_value, one.lambda_, one.n) == ("continue", 1.0, 1.0, 6)
     assert one.reason == f"{_split(0, 1)}; the always-valid p-value 1.0000 is above α = 0.05{KEEP_LOOKING}"
+    # The same with exactly one row (n = 1 is evidence, not "nothing yet").
+    single = PairedEvidence(CHAMP, CHALL).add_batch(b=0, c=1, n=1, champion_right=0, challenger_right=1)
+    assert decide_shadow(single).reason == one.reason
 
 
 def test_shadow_refuses_unpaired_evidence_saying_why():
