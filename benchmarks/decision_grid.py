@@ -24,7 +24,8 @@ The rules are the ones ``irisdag.core.strategies`` applies, restated over arrays
 ``irisdag.core.stats`` functions (``bernoulli_cs``, ``paired_msprt``, ``srm_pvalue``'s tests);
 ``irisdag_tests/unit/test_decision_quality.py`` replays experiments of every cell through
 ``decide_canary`` / ``decide_bandit`` and requires the same decision at the same window. Two
-stated differences: the outcome bandit's Thompson shares (who is served next) use the normal
+stated differences: the outcome bandit's Thompson shares (who is served next: the champion's
+floor, ``BanditState.champion_floor_bp``, then the rest by P(best)) use the normal
 approximation of P(best), and the
 Bernoulli sequences start from the previous look's bounds (4 Newton steps; never narrower).
 The bandit's trigger P(best) (never the verdict) is by default the normal approximation of the
@@ -46,7 +47,7 @@ from scipy.stats import chisquare, norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from irisdag.core import stats  # noqa: E402
-from irisdag.core.strategies import DEFAULT_CANARY_STEPS_BP  # noqa: E402
+from irisdag.core.strategies import DEFAULT_CANARY_STEPS_BP, DEFAULT_CHAMPION_FLOOR_BP  # noqa: E402
 
 WINDOWS = (1, 5, 10, 20, 50, 100, 1000)
 NONE, PROMOTE, ABORT = 0, 1, 2
@@ -68,6 +69,9 @@ class GridSim:
     # The bandit's trigger P(best) by the strategy's own Monte Carlo and seed (exact replay), or by the
     # normal approximation (fast: the trigger never decides the direction; the confirmatory test does).
     exact_trigger: bool = False
+    # The outcome bandit's served shares, as ``BanditState`` sets them (its defaults).
+    champion_floor_bp: int = DEFAULT_CHAMPION_FLOOR_BP
+    floor_bp: int = 0
 
 
 def cp_upper(x: int, n: int, confidence: float = 0.95) -> float:
@@ -310,8 +314,10 @@ def run_bandit(sim: GridSim, feedback: str, diff: float, window: int, runs: int,
             p_best = _p_best(K1, N1, K2, N2)
             trigger = (_triggered(K1, N1 - K1, K2, N2 - K2, N1 + N2, live & (verdict > 0), sim) if sim.exact_trigger
                        else p_best >= sim.threshold)
-            # Thompson: the arm's share is its P(best) (no floor)
-            st.set(K1=K1, N1=N1, K2=K2, N2=N2, lo1=lo1, hi1=hi1, lo2=lo2, hi2=hi2, verdict=verdict, share=p_best)
+            # Thompson: the floors, then the rest of the traffic by P(best) (decide_bandit's shares)
+            cf, af = sim.champion_floor_bp / 10000, sim.floor_bp / 10000
+            share = af + (1 - cf - af) * p_best
+            st.set(K1=K1, N1=N1, K2=K2, N2=N2, lo1=lo1, hi1=hi1, lo2=lo2, hi2=hi2, verdict=verdict, share=share)
         rows = (look + 1) * window
         abort = verdict < 0
         promote = ~abort & (verdict > 0) & trigger

@@ -39,6 +39,7 @@ class ExperimentPlan:
     ab_min_effect: float = 0.02        # smallest gain worth detecting
     ab_discordant: float = 0.10        # planned share of discordant rows (paired A/B)
     bandit_threshold: float = 0.95
+    bandit_champion_floor_bp: int = strategies.DEFAULT_CHAMPION_FLOOR_BP  # the champion's least bandit share
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -79,7 +80,8 @@ def initial_state(plan: ExperimentPlan) -> dict:
                                       delta=plan.delta, alpha=plan.alpha).to_dict()
     if plan.strategy == "bandit":
         return strategies.BanditState(arms=plan.arms, threshold=plan.bandit_threshold, alpha=plan.alpha,
-                                      mixture=plan.mixture, shares_bp=dict(initial_shares(plan))).to_dict()
+                                      mixture=plan.mixture, champion_floor_bp=plan.bandit_champion_floor_bp,
+                                      shares_bp=dict(initial_shares(plan))).to_dict()
     return {}
 
 
@@ -90,8 +92,9 @@ def initial_shares(plan: ExperimentPlan) -> list[tuple[str, int]]:
     if plan.strategy == "canary":
         return [(plan.arms[0], plan.canary_steps_bp[0])]
     if plan.strategy == "bandit":
-        each = (10000 - plan.holdout_bp) // (len(plan.arms) + 1)  # champion and arms start even
-        return [(arm, each) for arm in plan.arms]
+        each = (10000 - plan.holdout_bp) // (len(plan.arms) + 1)  # champion and arms start even,
+        each = min(each, (10000 - plan.holdout_bp - plan.bandit_champion_floor_bp) // len(plan.arms))  # floor kept
+        return [(arm, max(0, each)) for arm in plan.arms]
     return []
 
 

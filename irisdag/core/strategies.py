@@ -45,6 +45,7 @@ __all__ = [
     "CanaryState",
     "BanditState",
     "DEFAULT_CANARY_STEPS_BP",
+    "DEFAULT_CHAMPION_FLOOR_BP",
     "decide_single",
     "decide_shadow",
     "decide_ab",
@@ -55,6 +56,10 @@ __all__ = [
 ]
 
 DEFAULT_CANARY_STEPS_BP = (500, 2500, 5000, 10000)
+# The bandit champion's least share of served traffic. Under outcome feedback the
+# confirmatory test compares served rows, so a champion starved by Thompson sampling
+# could never be shown worse than an arm (1.4% power at 20,000 rows with no floor).
+DEFAULT_CHAMPION_FLOOR_BP = 2000
 _WILSON = 0.95  # level of the per-model accuracy intervals in every record
 
 
@@ -892,9 +897,11 @@ class BanditState:
     the confirmatory test; ``alpha`` the family-wise level, split evenly over
     the arms (Bonferroni: each arm's mSPRT runs at α/len(arms));
     ``mixture`` the mSPRT's Beta(a, a); ``draws`` Monte Carlo draws for
-    P(best); ``floor_bp`` minimum share per arm (exploration); ``seed`` makes
-    shares a function of the evidence; ``shares_bp`` the shares now served;
-    ``dropped`` arms shown worse; ``done`` ``promote``/``abort`` once finished.
+    P(best); ``floor_bp`` minimum share per live arm (exploration);
+    ``champion_floor_bp`` minimum share of the champion, whose served rows the
+    outcome-feedback test compares every arm against; ``seed`` makes shares a
+    function of the evidence; ``shares_bp`` the shares now served; ``dropped``
+    arms shown worse; ``done`` ``promote``/``abort`` once finished.
     """
 
     arms: tuple[str, ...]
@@ -903,6 +910,7 @@ class BanditState:
     mixture: float = 1.0
     draws: int = 20_000
     floor_bp: int = 0
+    champion_floor_bp: int = DEFAULT_CHAMPION_FLOOR_BP
     seed: int = 0
     shares_bp: Mapping[str, int] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()
@@ -921,8 +929,13 @@ class BanditState:
         if not 0.5 < self.threshold < 1.0:
             raise ValueError(f"threshold must be within (0.5, 1), got {self.threshold!r}")
         _check_alpha(self.alpha)
-        if (len(self.arms) + 1) * int(self.floor_bp) > 10000:
-            raise ValueError("floor_bp times the number of arms (with the champion) exceeds 100%")
+        for name in ("floor_bp", "champion_floor_bp"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10000:
+                raise ValueError(f"{name} must be an integer number of basis points within 0..9999, got {value!r}")
+        if self.champion_floor_bp + len(self.arms) * self.floor_bp > 10000:
+            raise ValueError(f"champion_floor_bp {self.champion_floor_bp} plus floor_bp {self.floor_bp} for each of "
+                             f"{len(self.arms)} arm(s) exceeds 10000 basis points")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -957,8 +970,9 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence | UnpairedEvidence], sta
        an arm whose upper bound is below the champion's lower bound is
        dropped. All dropped → abort.
     2. Posterior Beta(1 + right, 1 + wrong) per version (champion included);
-       P(best) by Monte Carlo; shares = P(best) over the live versions with
-       ``floor_bp`` per live arm; the champion takes the rest.
+       P(best) by Monte Carlo; the champion keeps ``champion_floor_bp``, each
+       live arm ``floor_bp``, and what is left is shared by P(best) over the
+       champion and the live arms.
     3. If the live arm most likely best has P(best) ≥ ``threshold``, the
        confirmatory test decides: promote that arm if it is shown better
        (paired: crossed with c > b; unpaired: its lower bound above the
@@ -1039,8 +1053,8 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence | UnpairedEvidence], sta
         right = [evs[0].k1] + [ev.k2 for ev in live_evs]
         wrong = [evs[0].n1 - evs[0].k1] + [ev.n2 - ev.k2 for ev in live_evs]
     pbest = stats.prob_best(right, wrong, state.draws, rng)
-    floor = state.floor_bp / 10000
-    shares_frac = floor + (1 - floor * (len(live) + 1)) * pbest
+    floors = np.array([state.champion_floor_bp] + [state.floor_bp] * len(live)) / 10000
+    shares_frac = floors + (1 - floors.sum()) * pbest
     bp = stats.shares_to_bp(shares_frac)
     shares = {a: 0 for a in state.arms}
     shares.update({a: bp[i + 1] for i, a in enumerate(live)})

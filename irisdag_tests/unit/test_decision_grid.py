@@ -44,3 +44,19 @@ def test_grid_decisions_equal_the_strategy_replayed_window_by_window(strategy, f
     assert (code != G.NONE).any()                     # the cell decides something to compare
     same = sum((int(code[r]), int(when[r])) == _replay(strategy, feedback, trace, r, window, sim) for r in range(runs))
     assert same == runs
+
+
+@pytest.mark.parametrize("champion_floor_bp", [0, 2000, 3500])
+def test_grid_outcome_bandit_serves_the_champion_its_floor_as_decide_bandit_does(champion_floor_bp):
+    # A far better arm (90 → 99%) drives P(best) to 1 within a few windows; afterwards the champion
+    # is served its floor, as decide_bandit's shares ask, and no more.
+    sim = G.GridSim(max_rows=4000, champion_floor_bp=champion_floor_bp, alpha=1e-9, threshold=0.999)
+    trace: list = []
+    G.run_bandit(sim, "outcome", 0.09, 100, 200, np.random.default_rng(3), trace=trace)
+    late = np.array(trace[20:])               # (windows, runs, [k1, n1, k2, n2]), P(best) long past 0.999
+    open_ = late[..., 1] + late[..., 3] > 0   # windows of experiments still open
+    champion_share = late[..., 1][open_].sum() / (late[..., 1] + late[..., 3])[open_].sum()
+    assert champion_share == pytest.approx(champion_floor_bp / 10000, abs=0.01)
+    state = BanditState(arms=("arm",), champion_floor_bp=champion_floor_bp, alpha=1e-12)
+    ev = UnpairedEvidence("champ", "arm").add_batch(k1=3, n1=30, k2=27, n2=30)  # P(best) exactly 1
+    assert decide_bandit({"arm": ev}, state)[0].shares_bp == {"arm": 10000 - champion_floor_bp}

@@ -288,12 +288,12 @@ def test_bandit_shares_record_and_state_exactly_with_a_floor():
 
     x = PairedEvidence(CHAMP, CHALL).add_batch(b=10, c=14, n=300, champion_right=270, challenger_right=274)
     y = PairedEvidence(CHAMP, CHALL).add_batch(b=12, c=13, n=300, champion_right=270, challenger_right=271)
-    state = BanditState(arms=("x", "y"), floor_bp=500, mixture=2.0, seed=3)
+    state = BanditState(arms=("x", "y"), floor_bp=500, champion_floor_bp=1500, mixture=2.0, seed=3)
     rec, new = decide_bandit({"x": x, "y": y}, state, created_at=WHEN)
     right = [x.champion_right, x.challenger_right, y.challenger_right]
     pbest = stats.prob_best(right, [300 - r for r in right], state.draws, np.random.default_rng([3, 300, 2]))
-    bp = stats.shares_to_bp(0.05 + (1 - 0.05 * 3) * pbest)
-    assert rec.shares_bp == new.shares_bp == {"x": bp[1], "y": bp[2]} and min(bp[1:]) >= 500
+    bp = stats.shares_to_bp(np.array([0.15, 0.05, 0.05]) + (1 - 0.25) * pbest)
+    assert rec.shares_bp == new.shares_bp == {"x": bp[1], "y": bp[2]} and min(bp[1:]) >= 500 and bp[0] >= 1500
     focus = "x" if pbest[1] >= pbest[2] else "y"
     p, _, lam = shadow_always_valid_p({"x": x, "y": y}[focus], 2.0)
     assert (rec.decision, rec.statistic, rec.p_value, rec.lambda_, rec.alpha, rec.mixture, rec.created_at) == (

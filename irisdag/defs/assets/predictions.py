@@ -14,6 +14,7 @@ from pydantic import Field
 from irisdag.store.resource import ServingStore
 from irisdag import serving
 from irisdag.core.decision import utc_now
+from irisdag.core.strategies import DEFAULT_CHAMPION_FLOOR_BP
 from irisdag.core.experiments import ExperimentPlan, initial_shares, initial_state
 from irisdag.defs import settings
 from irisdag.defs.assets.data import incoming_batch
@@ -137,6 +138,10 @@ class ExperimentConfig(Config):
     ab_min_effect: float = Field(default=0.02, description="A/B: the smallest accuracy gain worth detecting.")
     ab_discordant: float = Field(default=0.10, description="A/B (label feedback): planned share of discordant rows.")
     bandit_threshold: float = Field(default=0.95, description="Bandit: P(best) that triggers the confirmatory test.")
+    bandit_champion_floor_bp: int = Field(
+        default=DEFAULT_CHAMPION_FLOOR_BP,
+        description="Bandit: the champion's least share of traffic (basis points); outcome feedback compares "
+                    "every arm with the champion's served rows.")
     extra_arms: list[str] = Field(default=[], description="Bandit: more validated challenger versions to include.")
 
     def plan(self, arms) -> ExperimentPlan:
@@ -145,7 +150,7 @@ class ExperimentConfig(Config):
             alpha=self.alpha, canary_steps_bp=tuple(self.canary_steps_bp), min_rows_per_step=self.min_rows_per_step,
             delta=self.delta, ab_share_bp=self.ab_share_bp, ab_power=self.ab_power, ab_baseline=self.ab_baseline,
             ab_min_effect=self.ab_min_effect, ab_discordant=self.ab_discordant,
-            bandit_threshold=self.bandit_threshold)
+            bandit_threshold=self.bandit_threshold, bandit_champion_floor_bp=self.bandit_champion_floor_bp)
 
 
 def start_experiment(context, serving_store: ServingStore, plan: ExperimentPlan) -> str:
