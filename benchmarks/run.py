@@ -23,8 +23,8 @@ assets call, not copies of them):
 - routing: `ServingStore.set_routing` promote + rollback with 1k and with 1M
   stored keys per version; batch lookups during a 5% canary (salted SHA-1
   bucket per key) against champion-only routing on the same keys;
-- end to end: validate, key, deduplicate, score, write (`keys.invalid_mask`,
-  `serving.prepare_array`, `serving.score_batch`) against the course flow's
+- end to end: validate, deduplicate, key, score, write (`keys.invalid_mask`,
+  `serving.prepare_array`, `serving.score_batch`, which hashes) against the course flow's
   own method on the same rows (pandas apply per row for keys, iterrows into a
   dict, one pipelined SET per key);
 - streaming: a Dagster run of two assets with files between them
@@ -322,7 +322,9 @@ def course_flow(server: LocalRedis, X: np.ndarray, booster) -> int:
 
 
 def ours_flow(store, X: np.ndarray, booster, version: str, directory: Path) -> int:
-    """Validate (quarantine), key and deduplicate into files, score the distinct inputs, write them."""
+    """Validate (quarantine), round and deduplicate into files (the incoming_batch asset), then hash,
+    score and write the distinct inputs (the predictions assets): the hashing of a chunk overlaps the
+    write of the one before."""
     from irisdag import serving
     from irisdag.core import keys
 

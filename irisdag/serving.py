@@ -8,15 +8,17 @@ may serve (backfill), and its ``generation`` says how far it covers.
 
 Streaming. Everything here works in chunks so that a run's memory does not
 grow with the batch (DESIGN §5): `PreparedWriter` deduplicates rows across
-chunks on their packed rounded values (one int64 a row) and hashes each
-distinct input once; `prepare_source` streams a CSV through it; `score_batch`
-scores and writes a prepared batch's distinct inputs a chunk at a time.
+chunks on their packed rounded values (one int64 a row); `prepare_source`
+streams a CSV through it; `score_batch` hashes, scores and writes a prepared
+batch's distinct inputs a chunk at a time (each distinct input is hashed once:
+the first scoring keeps the digests).
 
 A prepared batch on disk (a directory; format 2):
 
     prepared.json   {"format": 2, "rows": n, "keys": u, "keyed_by": "features" | "id"}
     q.npy           int32 (u, 4): each distinct input's q = 10 * rounded value
-    digests.npy     S32 (u,): its raw SHA-256 (feature keys; hex on demand)
+    digests.npy     S32 (u,): its raw SHA-256 (feature keys; hex on demand), written
+                    by the first scoring (or first use of ``digests``)
     id_keys.npy     str (u,): ``id:<id>`` (instead of digests, when keyed by id)
     inverse.npy     int32 (n,): per good row, the index of its distinct key
     pred-<v>.npy    int8 (u,): a version's answer per distinct key
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +49,6 @@ _FORMAT1_FILES = ("keys.npy", "Xq.npy")
 _FORMAT2_FILES = ("q.npy", "digests.npy", "id_keys.npy", "inverse.npy")
 
 
-@dataclass(eq=False)
 class PreparedBatch:
     """A batch's distinct keys, their rounded inputs and, per good row, its key.
 
@@ -56,6 +57,9 @@ class PreparedBatch:
     ``digests``  S32 (u,): raw SHA-256 of each key (feature keys), else None
     ``id_keys``  str (u,): ``id:<id>`` keys when the batch is keyed by id, else None
 
+    A prepared directory gets its ``digests.npy`` from the first `score_batch`
+    (which hashes a chunk while the previous one is written to Redis); until
+    then ``digests`` hashes ``q`` on first use (and saves the file).
     ``keys`` (hex strings as a numpy ``U64`` array, built on first use and
     kept: 256 bytes a key) and ``Xq`` (float64 q / 10) are there for callers
     of format 1; large batches should use ``n_keys``, ``key_list(index)``,
@@ -64,11 +68,32 @@ class PreparedBatch:
     or ``.tobytes()``, never item by item.
     """
 
-    q: np.ndarray
-    inverse: np.ndarray
-    digests: np.ndarray | None = None
-    id_keys: np.ndarray | None = None
-    _hex: np.ndarray | None = field(default=None, repr=False)
+    def __init__(self, q: np.ndarray, inverse: np.ndarray, digests: np.ndarray | None = None,
+                 id_keys: np.ndarray | None = None, *, directory: Path | None = None):
+        self.q = q
+        self.inverse = inverse
+        self._digests = digests
+        self.id_keys = id_keys
+        self.directory = directory
+        self._hex: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"PreparedBatch(rows={len(self)}, keys={self.n_keys}, keyed_by_id={self.keyed_by_id})"
+
+    @property
+    def has_digests(self) -> bool:
+        """Whether the feature keys' digests are at hand (computed or read), without hashing."""
+        return self._digests is not None
+
+    @property
+    def digests(self) -> np.ndarray | None:
+        """``S32`` (u,): each feature key's raw SHA-256 (None for an id-keyed batch)."""
+        if self._digests is None and self.id_keys is None:
+            if self.directory is not None:
+                self._digests = _save_digests(self.directory, self.q)
+            else:
+                self._digests = keyscheme.digests_of_quantized(self.q)
+        return self._digests
 
     def __len__(self) -> int:
         return len(self.inverse)
@@ -136,9 +161,12 @@ class _NpyAppender:
     memory-map it).
     """
 
-    def __init__(self, path: Path, dtype, tail_shape: tuple = ()):
+    def __init__(self, path: Path, dtype, tail_shape: tuple = (), *, own_part: bool = False):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.part")
+        # own_part: a file that two processes may write at once (the same content) gets a
+        # temporary name of its own per writer; the last rename wins, whole.
+        mine = f".{os.getpid()}.{threading.get_ident()}" if own_part else ""
+        self.tmp = self.path.with_name(f".{self.path.name}{mine}.part")
         self.dtype = np.dtype(dtype)
         self.tail = tuple(tail_shape)
         self.rows = 0
@@ -188,6 +216,21 @@ def _clear_prepared(directory: Path) -> None:
         (directory / name).unlink(missing_ok=True)
     for path in directory.glob(f"{PREDICTIONS_PREFIX}*.npy"):
         path.unlink(missing_ok=True)
+    for path in directory.glob(".digests.npy.*.part"):  # left by a scorer that was killed
+        path.unlink(missing_ok=True)
+
+
+def _save_digests(directory: Path, q) -> np.ndarray:
+    """Hash a prepared batch's distinct inputs a chunk at a time into its ``digests.npy``; returns them."""
+    out = _NpyAppender(Path(directory) / "digests.npy", "S32", own_part=True)
+    try:
+        for start in range(0, len(q), SCORE_CHUNK_KEYS):
+            out.append(keyscheme.digests_of_quantized(np.asarray(q[start:start + SCORE_CHUNK_KEYS])))
+        path = out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    return np.load(path, mmap_mode="r")
 
 
 def _write_meta(directory: Path, rows: int, n_keys: int, keyed_by: str) -> None:
@@ -198,7 +241,7 @@ def _write_meta(directory: Path, rows: int, n_keys: int, keyed_by: str) -> None:
 # ---- preparing: rows -> distinct keys, across chunks -----------------------------------
 
 class PreparedWriter:
-    """Keys a batch a chunk at a time; each distinct input is hashed once for the whole batch.
+    """Keys a batch a chunk at a time: rows to distinct rounded inputs (hashed later, once, see `PreparedBatch`).
 
     ``add(X, ids=None)`` takes good rows (float (m, 4), validated) in file
     order, any number of times; ``close()`` returns the `PreparedBatch`. With
@@ -221,7 +264,7 @@ class PreparedWriter:
         # features: sorted packed values seen so far and the key index of each
         self._known = np.zeros(0, dtype=np.int64)
         self._known_idx = np.zeros(0, dtype=np.int64)
-        self._large: dict[bytes, int] = {}
+        self._large: dict[bytes, int] = {}  # rows beyond the packing: q row bytes -> key index
         # ids
         self._id_index: dict[str, int] = {}
         self._id_list: list[str] = []
@@ -234,11 +277,9 @@ class PreparedWriter:
             _clear_prepared(self.directory)
             self._inv_file = _NpyAppender(self.directory / "inverse.npy", np.int32)
             self._q_file = _NpyAppender(self.directory / "q.npy", np.int32, (keyscheme.N_FEATURES,))
-            self._d_file = _NpyAppender(self.directory / "digests.npy", "S32")
         else:
             self._inv_parts: list[np.ndarray] = []
             self._q_parts: list[np.ndarray] = []
-            self._d_parts: list[np.ndarray] = []
 
     # -- input
 
@@ -272,13 +313,11 @@ class PreparedWriter:
             self._inv_parts.append(inv.astype(np.int64))
         self.rows += len(inv)
 
-    def _emit_keys(self, Q: np.ndarray, digests: np.ndarray) -> None:
+    def _emit_keys(self, Q: np.ndarray) -> None:
         if self.directory is not None:
             self._q_file.append(Q.astype(np.int32))
-            self._d_file.append(digests)
         else:
             self._q_parts.append(Q.astype(np.int32))
-            self._d_parts.append(digests)
         self.n_keys += len(Q)
 
     def _add_features(self, X: np.ndarray) -> None:
@@ -295,21 +334,19 @@ class PreparedWriter:
             up, cinv = keyscheme.unique_packed(keyscheme.pack_quantized(Q[small]))
             inv[small] = self._index_packed(up)[cinv]
         ul, linv = np.unique(Q[large], axis=0, return_inverse=True)
-        dl = keyscheme.digests_of_quantized(ul)
-        raw = dl.view(np.uint8).reshape(-1, 32)
         g = np.empty(len(ul), dtype=np.int64)
-        for i in range(len(ul)):
-            b = raw[i].tobytes()
+        for i, row in enumerate(ul):
+            b = row.tobytes()
             idx = self._large.get(b)
             if idx is None:
                 idx = self._large[b] = self.n_keys
-                self._emit_keys(ul[i:i + 1], dl[i:i + 1])
+                self._emit_keys(ul[i:i + 1])
             g[i] = idx
         inv[large] = g[linv.reshape(-1)]
         self._emit_inverse(inv)
 
     def _index_packed(self, up: np.ndarray) -> np.ndarray:
-        """Key index of each sorted distinct packed value; new ones are hashed and emitted."""
+        """Key index of each sorted distinct packed value; new ones are emitted."""
         known = self._known
         pos = np.searchsorted(known, up)
         hit = np.zeros(len(up), dtype=bool)
@@ -320,8 +357,7 @@ class PreparedWriter:
         new = np.flatnonzero(~hit)
         if len(new):
             g[new] = self.n_keys + np.arange(len(new), dtype=np.int64)
-            Qn = keyscheme.unpack_quantized(up[new])
-            self._emit_keys(Qn, keyscheme.digests_of_quantized(Qn))
+            self._emit_keys(keyscheme.unpack_quantized(up[new]))
             self._known = np.insert(known, pos[new], up[new])
             self._known_idx = np.insert(self._known_idx, pos[new], g[new])
         return g
@@ -374,12 +410,10 @@ class PreparedWriter:
         try:
             if keyed_by == "id":
                 self._q_file.abort()
-                self._d_file.abort()
                 _save_npy(self.directory / "q.npy", self._id_q[:len(self._id_list)])
                 _save_npy(self.directory / "id_keys.npy", np.array(self._id_list, dtype=str).reshape(-1))
             else:
                 self._q_file.commit()
-                self._d_file.commit()
             self._inv_file.commit()
         except BaseException:
             self.abort()
@@ -391,7 +425,7 @@ class PreparedWriter:
         """Drop what was written (after an error)."""
         self._closed = True
         if self.directory is not None:
-            for f in (self._inv_file, self._q_file, self._d_file):
+            for f in (self._inv_file, self._q_file):
                 f.abort()
 
     def _close_memory(self, keyed_by: str) -> PreparedBatch:
@@ -404,12 +438,12 @@ class PreparedWriter:
             rank[order] = np.arange(len(order), dtype=np.int64)
             return PreparedBatch(q=q, inverse=rank[inverse], id_keys=names[order])
         q = np.concatenate(self._q_parts) if self._q_parts else np.zeros((0, keyscheme.N_FEATURES), np.int32)
-        digests = np.concatenate(self._d_parts) if self._d_parts else np.zeros(0, dtype="S32")
         # Keys in the rows' lexicographic order, as format 1 had them.
         order = np.lexsort(q.T[::-1]) if len(q) else np.zeros(0, dtype=np.int64)
         rank = np.empty(len(order), dtype=np.int64)
         rank[order] = np.arange(len(order), dtype=np.int64)
-        return PreparedBatch(q=q[order], inverse=rank[inverse], digests=digests[order])
+        q = q[order]
+        return PreparedBatch(q=q, inverse=rank[inverse], digests=keyscheme.digests_of_quantized(q))
 
 
 def prepare(X: np.ndarray, ids=None) -> PreparedBatch:
@@ -563,7 +597,9 @@ def load_prepared(directory: Path, *, mmap: bool = True) -> PreparedBatch:
         inverse = np.load(directory / "inverse.npy", mmap_mode=mode)
         if meta.get("keyed_by") == "id":
             return PreparedBatch(q=q, inverse=inverse, id_keys=np.load(directory / "id_keys.npy"))
-        return PreparedBatch(q=q, inverse=inverse, digests=np.load(directory / "digests.npy", mmap_mode=mode))
+        digests = directory / "digests.npy"
+        return PreparedBatch(q=q, inverse=inverse, directory=directory,
+                             digests=np.load(digests, mmap_mode=mode) if digests.exists() else None)
     if (directory / "keys.npy").exists():  # format 1
         keys = np.load(directory / "keys.npy")
         Xq = np.load(directory / "Xq.npy")
@@ -589,10 +625,11 @@ def score_batch(store, booster, version: str, directory: Path, *,
                 chunk_keys: int = SCORE_CHUNK_KEYS) -> tuple[int, np.ndarray]:
     """Score one kept batch's distinct inputs with a version and write them. Returns (written, labels).
 
-    A chunk of distinct inputs at a time: the model scores chunk i + 1 while
-    a writer thread sends chunk i to Redis (XGBoost and the socket both
-    release the GIL, and Redis runs on the other core). ``labels`` is int8,
-    one per distinct key, in the batch's key order.
+    A chunk of distinct inputs at a time: chunk i + 1 is hashed (the batch's
+    first scoring: its digests are kept in the batch for the next ones) and
+    scored while a writer thread sends chunk i to Redis (XGBoost and the
+    socket release the GIL, and Redis runs on the other core). ``labels`` is
+    int8, one per distinct key, in the batch's key order.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -604,23 +641,41 @@ def score_batch(store, booster, version: str, directory: Path, *,
     labels = np.empty(u, dtype=np.int8)
     written = 0
     chunk_keys = max(int(chunk_keys), 1)
+    hashing = None if batch.keyed_by_id or batch.has_digests else _NpyAppender(
+        directory / "digests.npy", "S32", own_part=True)
     if u:
         store.reserve_keys(version, u)  # grow the version's layout once for the batch, not chunk by chunk
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="irisdag-write") as pool:
-        pending = None
-        for start in range(0, u, chunk_keys):
-            stop = min(u, start + chunk_keys)
-            try:
-                part = predict_labels(booster, np.asarray(batch.q[start:stop], dtype=np.float64) / 10.0).astype(np.int8)
-            except keyscheme.InputError as err:
-                raise _in_file_terms(err, directory, batch, start) from None
-            labels[start:stop] = part
-            keys = batch.id_keys[start:stop].tolist() if batch.keyed_by_id else np.asarray(batch.digests[start:stop])
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="irisdag-write") as pool:
+            pending = None
+            for start in range(0, u, chunk_keys):
+                stop = min(u, start + chunk_keys)
+                q = np.asarray(batch.q[start:stop])
+                if batch.keyed_by_id:
+                    keys = batch.id_keys[start:stop].tolist()
+                elif hashing is not None:
+                    keys = keyscheme.digests_of_quantized(q)
+                    hashing.append(keys)
+                else:
+                    keys = np.asarray(batch.digests[start:stop])
+                try:
+                    # One XGBoost thread: the other core is busy with Redis, and OpenMP's
+                    # waiting threads would take CPU from it and from the hashing.
+                    part = predict_labels(booster, q.astype(np.float64) / 10.0, threads=1).astype(np.int8)
+                except keyscheme.InputError as err:
+                    raise _in_file_terms(err, directory, batch, start) from None
+                labels[start:stop] = part
+                if pending is not None:
+                    written += pending.result()
+                pending = pool.submit(store.write_predictions, version, keys, part)
             if pending is not None:
                 written += pending.result()
-            pending = pool.submit(store.write_predictions, version, keys, part)
-        if pending is not None:
-            written += pending.result()
+        if hashing is not None:
+            hashing.commit()
+    except BaseException:
+        if hashing is not None:
+            hashing.abort()
+        raise
     # The file is written after Redis: a batch file never claims answers Redis lacks.
     _save_npy(predictions_path(directory, version), labels)
     return written, labels

@@ -339,9 +339,9 @@ def _check_features(X) -> np.ndarray:
 SINGLE_THREAD_ROWS = 20_000
 
 
-def _inplace_predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    """XGBoost's prediction of valid rows, on the thread count that suits their number."""
-    booster.set_param({"nthread": 1 if len(X) <= SINGLE_THREAD_ROWS else 0})
+def _inplace_predict(booster: xgb.Booster, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """XGBoost's prediction of valid rows, on ``threads`` threads or the count that suits their number."""
+    booster.set_param({"nthread": threads if threads is not None else 1 if len(X) <= SINGLE_THREAD_ROWS else 0})
     return np.asarray(booster.inplace_predict(X, validate_features=False))
 
 
@@ -368,10 +368,12 @@ def _refuse_invalid(part: np.ndarray, offset: int) -> None:
         raise InputError(f"{part[i].tolist()} is not a valid input", value=part[i].tolist(), row=offset + i + 1)
 
 
-def predict_labels(booster: xgb.Booster, X, *, chunk_rows: int = PREDICT_CHUNK_ROWS) -> np.ndarray:
+def predict_labels(booster: xgb.Booster, X, *, chunk_rows: int = PREDICT_CHUNK_ROWS,
+                   threads: int | None = None) -> np.ndarray:
     """Class indices int8 (N,) for float (N, 4) features: argmax of softprob, or softmax's class.
 
     Predicts ``chunk_rows`` rows at a time so memory stays bounded for large N.
+    ``threads``: XGBoost threads (default: one for small inputs, all cores above).
     Rows must be valid inputs (finite, |x| < 1e6): validation is the batch's
     job, and NaN would silently mean "missing" to XGBoost.
     """
@@ -380,7 +382,7 @@ def predict_labels(booster: xgb.Booster, X, *, chunk_rows: int = PREDICT_CHUNK_R
     for start in range(0, len(X), chunk_rows):
         part = X[start:start + chunk_rows]
         _refuse_invalid(part, start)
-        p = _inplace_predict(booster, part)
+        p = _inplace_predict(booster, part, threads)
         if p.ndim == 2 and p.shape[1] == N_CLASSES:
             labels = p.argmax(axis=1)
         elif p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):

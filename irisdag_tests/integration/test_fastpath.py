@@ -164,6 +164,39 @@ def test_score_batch_streams_chunks_and_every_row_answers(store, booster, tmp_pa
     assert serving.score_batch(store, booster, v, tmp_path, chunk_keys=7_777)[0] == 0
 
 
+def test_the_first_scoring_hashes_the_batch_once_and_a_failed_one_keeps_nothing_half_made(store, booster, tmp_path,
+                                                                                            monkeypatch):
+    X = np.round(np.random.default_rng(8).uniform(-50, 500, (6_000, 4)), 2)
+    prepared = serving.prepare_array(tmp_path, X, chunk_rows=1_000)
+    assert not (tmp_path / "digests.npy").exists() and not prepared.has_digests  # prepare only rounds and dedupes
+    v = vid("hash-once")
+    ready(store, v, prepared.n_keys, role="champion")
+    # a write refused mid-batch (a shard of the wrong type): no digests file, no stray part file
+    client = store.client()
+    client.set(pred_key(v, 0), "not a hash")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        serving.score_batch(store, booster, v, tmp_path, chunk_keys=500)
+    assert sorted(p.name for p in tmp_path.glob("*digests*")) == []
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []
+    client.delete(pred_key(v, 0))
+    written, _ = serving.score_batch(store, booster, v, tmp_path, chunk_keys=500)
+    assert 0 < written <= prepared.n_keys  # the failed run wrote its first chunks already
+    expected = [keys.input_key(row) for row in X.tolist()]
+    again = serving.load_prepared(tmp_path)
+    assert again.has_digests and keys.hex_of_digests(again.row_digests()) == expected
+    # the next scoring reads the kept digests: it hashes nothing
+    before = (tmp_path / "digests.npy").stat().st_mtime_ns
+    hashed = []
+    real = keys.digests_of_quantized
+    monkeypatch.setattr(keys, "digests_of_quantized", lambda *a, **k: hashed.append(1) or real(*a, **k))
+    assert serving.score_batch(store, booster, v, tmp_path)[0] == 0
+    assert hashed == [] and (tmp_path / "digests.npy").stat().st_mtime_ns == before
+    store.mark_generation(v, 1, written)
+    store.recount_keys(v)
+    assert store.set_routing(0, {"champion": v}, action="bootstrap")[0]
+    assert all(a["route"] == "champion" for a in store.lookup(expected))
+
+
 def test_course_batch_is_written_once_per_distinct_input(store, booster, tmp_path):
     summary = serving.prepare_source(COURSE, tmp_path)
     assert (summary["rows_good"], summary["distinct_keys"]) == (1050, 1033)

@@ -82,6 +82,25 @@ def test_canonical_buffer_and_bytes_equal_canonical_q():
     assert all(b"-0.0" not in e and b"e" not in e for e in expected)
 
 
+def test_canonical_strings_at_the_token_table_edge_and_mixed_with_wide_rows():
+    L = keys.TOKEN_Q_LIMIT
+    edge = [-L - 1, -L, -L + 1, -1, 0, 1, 9, 10, 99, 100, L - 1, L, L + 1, 10 * L, 9_999_999, -9_999_999]
+    rng = np.random.default_rng(9)
+    Q = np.concatenate([rng.choice(edge, (4_000, 4)), rng.integers(-L, L + 1, (4_000, 4))]).astype(np.int64)
+    Q[rng.random(len(Q)) < 0.5] = rng.integers(0, 100, 4)  # table-only rows among rows that need the wide path
+    expected = [keys.canonical_q(row).encode() for row in Q.tolist()]
+    assert keys.canonical_strings(Q).tolist() == expected
+    assert keys.canonical_strings(Q[Q.max(axis=1) < 100]).tolist() == [e for e, r in zip(expected, Q) if r.max() < 100]
+    assert keys.canonical_strings(np.zeros((0, 4), np.int64)).tolist() == []
+
+
+def test_quantize_array_in_tiny_chunks_equals_scalar_quantize(monkeypatch):
+    x = tricky_values(4)[:20_003]  # ties, neighbours, specials; a partial last chunk
+    monkeypatch.setattr(keys, "QUANTIZE_CHUNK_VALUES", 7)
+    assert keys.quantize_array(x).tolist() == [keys.quantize(float(v)) for v in x]
+    assert keys.quantize_array(np.zeros((0, 4))).shape == (0, 4)
+
+
 def test_digests_and_hex_keys_equal_input_key():
     X = np.concatenate([tricky_values(2)[:8000].reshape(-1, 4), np.random.default_rng(3).normal(5, 3, (4000, 4))])
     Q = keys.quantize_array(X)
