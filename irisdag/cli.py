@@ -225,7 +225,7 @@ def _stream_file(args, head: list, rest):
     from irisdag.core.batches import READ_QUARANTINE_SAMPLE
 
     out = _HeldOutput()
-    store = lookups = None
+    lookups = None
     waiting: collections.deque = collections.deque()  # keyed chunks not printed yet, in file order
     misses: list[dict] = []
     n_answered = rows_read = shown = 0
@@ -238,8 +238,7 @@ def _stream_file(args, head: list, rest):
             chunk = _KeyedChunk(batch, errors)
             if len(batch):
                 if lookups is None:
-                    store = _store()
-                    lookups = _ChunkLookups(store)
+                    lookups = _ChunkLookups()
                 lookups.submit(chunk.digests)
             waiting.append(chunk)
             _print_answered(waiting, lookups, out, args.json, misses, wait=False)
@@ -248,7 +247,7 @@ def _stream_file(args, head: list, rest):
     finally:
         if lookups is not None:
             lookups.close()
-    return store, misses, n_answered, rows_read, shown
+    return lookups and lookups.store, misses, n_answered, rows_read, shown
 
 
 def _print_answered(waiting, lookups, out, as_json: bool, misses: list, *, wait: bool) -> None:
@@ -373,15 +372,23 @@ class _ChunkLookups:
     """`lookup_digests` of submitted chunks on a helper thread, answers handed back in order.
 
     Socket waits release the GIL, and Redis runs in its own process: it answers while
-    the caller reads and keys the next chunk. Chunks that queued up meanwhile go in
-    one call (Redis then never waits between chunks).
+    the caller reads and keys the next chunk. The plain-socket client (`ConsumerStore`:
+    no redis-py to import) sends a chunk's calls as soon as it comes and reads answers
+    back while no chunk waits to be sent, so Redis has the next calls queued and never
+    waits for this process; should it fall back, `StoreClient` answers the rest, a chunk
+    a call.
     """
 
-    def __init__(self, store):
+    def __init__(self):
         import queue
         import threading
 
-        self.store = store
+        from irisdag.store.consumer import ConsumerStore, Fallback
+
+        try:
+            self.store = ConsumerStore.connect(os.environ.get("REDIS_URL", ""))
+        except Fallback:
+            self.store = _store()
         self.todo: queue.Queue = queue.Queue()
         self.done: queue.Queue = queue.Queue()
         self.stopping = False
@@ -389,34 +396,57 @@ class _ChunkLookups:
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._answer_chunks()
+        except BaseException as err:  # noqa: BLE001 - raised again by the caller
+            self.done.put(err)
+
+    def _answer_chunks(self) -> None:
         import queue
 
-        import numpy as np
+        from irisdag.store.consumer import ConsumerStore
 
-        from irisdag.store.resource import BatchAnswers
-
-        last = False
-        while not last and not self.stopping:
-            parts = [self.todo.get()]
-            while parts[-1] is not None:
-                try:
-                    parts.append(self.todo.get_nowait())
-                except queue.Empty:
-                    break
-            if parts[-1] is None:
-                parts.pop()
-                last = True
-            if not parts:
-                return
+        sent: collections.deque = collections.deque()  # (digests, calls) sent, answers not read yet
+        settled = False  # a first lookup answered here: the plain client knows the command's form
+        while not self.stopping:
             try:
-                answers = self.store.lookup_digests(np.concatenate(parts) if len(parts) > 1 else parts[0])
-            except BaseException as err:  # noqa: BLE001 - raised again by the caller
-                self.done.put(err)
+                digests = self.todo.get(block=not sent)
+            except queue.Empty:  # nothing to send: read the oldest answers
+                self._read_oldest(sent)
+                continue
+            if digests is None:  # the caller is done (it had every answer) or gave up
                 return
-            start = 0
-            for part in parts:
-                self.done.put(BatchAnswers(answers.codes[start:start + len(part)], answers.versions))
-                start += len(part)
+            if settled and isinstance(self.store, ConsumerStore):
+                sent.append((digests, self.store.send_digests(digests)))
+                continue
+            self.done.put(self._look_up(digests))
+            settled = True
+
+    def _read_oldest(self, sent) -> None:
+        from irisdag.store.consumer import Fallback
+
+        digests, calls = sent.popleft()
+        try:
+            self.done.put(self.store.read_digests(calls))
+        except Fallback:  # e.g. the script cache lost part way: StoreClient answers from here on
+            self._fall_back()
+            self.done.put(self.store.lookup_digests(digests))
+            while sent:
+                self.done.put(self.store.lookup_digests(sent.popleft()[0]))
+
+    def _look_up(self, digests):
+        from irisdag.store.consumer import ConsumerStore, Fallback
+
+        if isinstance(self.store, ConsumerStore):
+            try:
+                return self.store.lookup_digests(digests)
+            except Fallback:
+                self._fall_back()
+        return self.store.lookup_digests(digests)
+
+    def _fall_back(self) -> None:
+        self.store.close()
+        self.store = _store()
 
     def submit(self, digests) -> None:
         self.todo.put(digests)

@@ -1,9 +1,10 @@
 """The consumer's side of the serving store without redis-py: what `irisdag lookup`
-needs (the Lua ``lookup``, and queueing a miss) over one plain socket.
+needs (the Lua ``lookup``, ``lookup_digests`` for ``--file``, and queueing a miss)
+over one plain socket.
 
 Importing redis-py 8 takes longer than a whole lookup (it imports its asyncio, TLS
 and cluster clients), so the command line's lookup talks RESP itself (`resp`):
-FCALL_RO of the library's ``lookup`` (Redis >= 7), or EVALSHA of the same Lua on
+FCALL_RO of the library's ``lookup`` or ``lookup_digests`` (Redis >= 7), or EVALSHA of the same Lua on
 Redis 6.2 (the embedded default; on NOSCRIPT it loads the script and retries), and
 XADD of a miss to ``irisdag:misses`` with the fields and cap `StoreClient` uses
 (`common.miss_fields`). It needs only what the consumer ACL user may do
@@ -23,8 +24,8 @@ import os
 from typing import Any, Sequence
 
 from irisdag.store.common import (
-    MISSES_KEY, ROUTING_KEY, STREAM_MAXLEN, StoreError, StoreUnavailable, eval_script, eval_sha, label_name,
-    miss_fields, redact_url,
+    LOOKUP_CHUNK, MISSES_KEY, ROUTING_KEY, STREAM_MAXLEN, BatchAnswers, StoreError, StoreUnavailable, codes_onto,
+    eval_script, eval_sha, label_name, miss_fields, redact_url,
 )
 from irisdag.store.resp import Connection, ReplyError
 
@@ -115,15 +116,19 @@ class ConsumerStore:
     def close(self) -> None:
         self.conn.close()
 
-    def _send(self, commands: list[tuple]) -> list:
-        """The commands' replies (errors as `ReplyError`), after the handshake's."""
-        handshake, self._handshake = self._handshake, []
+    def _io(self, action, *args):
+        """``action(*args)`` on the connection, its failures as this module raises them."""
         try:
-            replies = self.conn.call_many([*handshake, *commands])
+            return action(*args)
         except (ConnectionError, TimeoutError) as err:
             raise StoreUnavailable(f"cannot reach Redis at {self.label}: {err}") from None
         except ValueError as err:  # a reply of no known type
             raise Fallback(f"unexpected reply: {err}") from None
+
+    def _send(self, commands: list[tuple]) -> list:
+        """The commands' replies (errors as `ReplyError`), after the handshake's."""
+        handshake, self._handshake = self._handshake, []
+        replies = self._io(self.conn.call_many, [*handshake, *commands])
         for command, reply in zip(handshake, replies):
             if isinstance(reply, ReplyError):
                 if command[0] == "AUTH" and reply.code in (*_AUTH_CODES, "ERR") and \
@@ -134,13 +139,15 @@ class ConsumerStore:
 
     # ---- lookup -----------------------------------------------------------------------
 
-    def _lookup_reply(self, keys: list[str]):
+    def _lookup_command(self, name: str, args) -> tuple:
+        if self._functions is False:
+            return ("EVALSHA", eval_sha(name), "1", ROUTING_KEY, *args)
+        return ("FCALL_RO", name, "1", ROUTING_KEY, *args)
+
+    def _lookup_reply(self, keys: list, name: str = "lookup"):
         tried_load = False
         for _ in range(3):  # at most: FCALL_RO unknown, NOSCRIPT, then the answer
-            if self._functions is False:
-                command = ("EVALSHA", eval_sha("lookup"), "1", ROUTING_KEY, *keys)
-            else:
-                command = ("FCALL_RO", "lookup", "1", ROUTING_KEY, *keys)
+            command = self._lookup_command(name, keys)
             if self._cluster_checked:
                 [reply] = self._send([command])
             else:  # same write, same round trip: a Redis Cluster node may hold `irisdag:routing`'s slot
@@ -160,12 +167,12 @@ class ConsumerStore:
                 continue
             if reply.code == "NOSCRIPT" and not tried_load:
                 tried_load = True  # the server lost its script cache (restart): load it once
-                [sha] = self._send([("SCRIPT", "LOAD", eval_script("lookup"))])
-                if isinstance(sha, ReplyError) or sha.decode("ascii", "replace") != eval_sha("lookup"):
+                [sha] = self._send([("SCRIPT", "LOAD", eval_script(name))])
+                if isinstance(sha, ReplyError) or sha.decode("ascii", "replace") != eval_sha(name):
                     raise Fallback(f"SCRIPT LOAD: {sha!r}")
                 continue
-            raise Fallback(f"lookup: {reply}")  # a cluster's MOVED, no library loaded, LOADING, ...
-        raise Fallback("lookup: no answer after three tries")
+            raise Fallback(f"{name}: {reply}")  # a cluster's MOVED, no library loaded, LOADING, ...
+        raise Fallback(f"{name}: no answer after three tries")
 
     def lookup(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """The served answer per key, as `StoreClient.lookup`: {"key", "label", "version", "route"}."""
@@ -180,6 +187,35 @@ class ConsumerStore:
                  "version": version.decode("utf-8", "replace") if version else None,
                  "route": route.decode("utf-8", "replace")}
                 for key, (route, version, label) in zip(keys, reply)]
+
+    def lookup_digests(self, digests) -> BatchAnswers:
+        """`StoreClient.lookup_digests` over this socket: raw 32-byte keys (numpy ``S32``), the
+        Lua ``lookup_digests`` a `LOOKUP_CHUNK` of them a call, one code a key back.
+
+        The first call alone (it settles FCALL_RO or EVALSHA and the cluster question, and
+        loads a lost script), the others sent together behind it; codes onto one list of
+        versions. An error reply past the first call is `Fallback` too.
+        """
+        calls = _digest_calls(digests)
+        if not calls:
+            return _digest_answers([], [])
+        replies = [self._lookup_reply([calls[0]], "lookup_digests")]
+        if len(calls) > 1:
+            replies += self._send([self._lookup_command("lookup_digests", [call]) for call in calls[1:]])
+        return _digest_answers(calls, replies)
+
+    def send_digests(self, digests) -> list[bytes]:
+        """`lookup_digests` in two halves: send the calls and return at once (their keys, for
+        `read_digests`). Calls sent this way queue in Redis behind the ones it runs, so it never
+        waits for this process between them. Only once a `lookup_digests` has answered (it
+        settles the command's form)."""
+        calls = _digest_calls(digests)
+        self._io(self.conn.send, [self._lookup_command("lookup_digests", [call]) for call in calls])
+        return calls
+
+    def read_digests(self, calls: list[bytes]) -> BatchAnswers:
+        """The answers of calls `send_digests` sent (the oldest unread ones)."""
+        return _digest_answers(calls, self._io(self.conn.read, len(calls)))
 
     # ---- misses -----------------------------------------------------------------------
 
@@ -204,3 +240,26 @@ class ConsumerStore:
             raise StoreError(f"Redis at {self.label} refused to queue {len(refused)} of {len(commands)} miss(es): "
                              f"{str(refused[0]).splitlines()[0]}")
         return [r.decode("ascii") if isinstance(r, bytes) else str(r) for r in replies]
+
+
+def _digest_calls(digests) -> list[bytes]:
+    """Raw 32-byte keys (numpy ``S32``) as the key lists of ``lookup_digests`` calls, `LOOKUP_CHUNK` each."""
+    import numpy as np
+
+    blob = np.ascontiguousarray(digests, dtype="S32").tobytes()
+    step = 32 * LOOKUP_CHUNK
+    return [blob[i:i + step] for i in range(0, len(blob), step)]
+
+
+def _digest_answers(calls: list[bytes], replies: list) -> BatchAnswers:
+    """The replies of ``lookup_digests`` calls as one `BatchAnswers` (codes onto one list of versions)."""
+    import numpy as np
+
+    codes, versions = [np.zeros(0, np.uint8)], []
+    for i, (call, reply) in enumerate(zip(calls, replies)):
+        if not (isinstance(reply, list) and reply and isinstance(reply[0], bytes)
+                and len(reply[0]) * 32 == len(call) and all(isinstance(v, bytes) for v in reply[1:])):
+            raise Fallback(f"lookup_digests reply of an unexpected shape: {str(reply)[:80]}")
+        names = [v.decode("utf-8", "replace") for v in reply[1:]]
+        codes.append(codes_onto(np.frombuffer(reply[0], np.uint8), names, versions, i > 0))
+    return BatchAnswers(np.concatenate(codes), tuple(versions))

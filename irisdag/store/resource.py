@@ -43,6 +43,9 @@ from irisdag.store import embedded
 from irisdag.store.common import (  # noqa: F401 - names this module has always offered
     ENTRY_MARKER as _ENTRY_MARKER,
     LABELS,
+    LOOKUP_CHUNK,
+    BatchAnswers,
+    codes_onto as _codes_onto,
     LUA_FUNCTIONS as _LUA_FUNCTIONS,
     MISSES_KEY,
     ROUTING_KEY,
@@ -81,10 +84,6 @@ CLAIM_CHUNK = 20_000
 RUN_FAILURES_KEY = "irisdag:run_failures"  # HASH run id -> time its failure was audited
 
 DECISIONS_MAXLEN = 10_000
-# Keys per FCALL. Larger lists go as several calls in one pipeline (still one
-# round trip), so that one call holds Redis for a bounded time: about 4 us a
-# key, or about 90 us when an experiment makes Lua hash every key.
-LOOKUP_CHUNK = 10_000
 WRITE_CHUNK_BYTES = 4 << 20  # bytes of pipelined HSETs per socket write
 # Shard sizing, never read from the server's CONFIG. Redis keeps a hash in its
 # compact listpack encoding up to hash-max-listpack-entries entries: 512 compiled
@@ -532,70 +531,6 @@ ROUTE_WAIT_MS = 1000  # cluster: how long a routing change waits for a replica o
 REPLICA_WAIT_MS = 1000  # cluster: how long a batch of answers or copies waits for a replica of each master  # codes >= 4: 4 * (1 + arm) + class index
 
 
-def _codes_onto(codes: np.ndarray, names: list[str], versions: list[str], more: bool) -> np.ndarray:
-    """Codes naming ``names`` (index i: code 4 * (1 + i) + label) renumbered onto ``versions``,
-    which gains the names it lacks; ``more``: ``versions`` already holds earlier answers."""
-    if names == versions[:len(names)] and not (more and len(names) != len(versions)):
-        return codes
-    remap = np.arange(256, dtype=np.uint8)
-    for j, name in enumerate(names):
-        if name not in versions:
-            versions.append(name)
-        k = versions.index(name)
-        for label in range(4):
-            remap[4 * (1 + j) + label] = 4 * (1 + k) + label
-    return remap[codes]
-
-
-@dataclass(frozen=True)
-class BatchAnswers:
-    """What `ServingStore.lookup_digests` answers: one code a key and the versions they name.
-
-    ``codes`` (uint8): 0 miss, 1 holdout, else 4 * (1 + i) + class index,
-    where ``versions[i]`` answered (i = 0: the champion; i >= 1: an arm of
-    the experiment, route challenger).
-    """
-
-    codes: np.ndarray
-    versions: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """int8 class index a key, -1 where there is none (miss, holdout)."""
-        c = self.codes
-        return np.where(c >= 4, c % 4, -1).astype(np.int8)
-
-    @property
-    def version_index(self) -> np.ndarray:
-        """int16 index into ``versions`` a key, -1 where none answered."""
-        c = self.codes.astype(np.int16)
-        return np.where(c >= 4, c // 4 - 1, -1).astype(np.int16)
-
-    @classmethod
-    def joined(cls, parts: Sequence["BatchAnswers"]) -> "BatchAnswers":
-        """The answers of several `lookup_digests` calls, in order, as one (codes onto one ``versions``)."""
-        versions: list[str] = []
-        codes = [_codes_onto(p.codes, list(p.versions), versions, i > 0) for i, p in enumerate(parts)]
-        return cls(np.concatenate(codes) if codes else np.zeros(0, np.uint8), tuple(versions))
-
-    def route_table(self) -> list[tuple]:
-        """(label, version, route) for each of the 256 codes, as `records` gives them."""
-        table = [(None, None, "miss")] * 256
-        table[1] = (None, None, "holdout")
-        for i, v in enumerate(self.versions):
-            for label, name in enumerate(LABELS):
-                if 4 * (1 + i) + label < 256:
-                    table[4 * (1 + i) + label] = (name, v or None, "champion" if i == 0 else "challenger")
-        return table
-
-    def records(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        """The answers as `ServingStore.lookup` gives them: {"key", "label", "version", "route"}."""
-        table = self.route_table()
-        return [{"key": k, "label": t[0], "version": t[1], "route": t[2]}
-                for k, t in zip(keys, map(table.__getitem__, self.codes.tolist()))]
 
 
 @dataclass(frozen=True)

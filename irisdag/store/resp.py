@@ -174,15 +174,23 @@ class Connection:
             raise
         return cls(sock)
 
-    def call_many(self, commands: list[tuple]) -> list:
-        """Send the commands in one write, then read one reply each (errors as `ReplyError`)."""
+    def send(self, commands: list[tuple]) -> None:
+        """Send the commands in one write (their replies are read by `read`)."""
         try:
             self.sock.sendall(b"".join(pack(*c) for c in commands))
         except TimeoutError as err:
             raise TimeoutError(f"timeout writing to Redis: {err}") from err
         except OSError as err:
             raise ConnectionError(f"error writing to Redis: {err}") from err
-        return [self.reader.read() for _ in commands]
+
+    def read(self, n: int) -> list:
+        """The next ``n`` replies, in order (errors as `ReplyError`)."""
+        return [self.reader.read() for _ in range(n)]
+
+    def call_many(self, commands: list[tuple]) -> list:
+        """Send the commands in one write, then read one reply each (errors as `ReplyError`)."""
+        self.send(commands)
+        return self.read(len(commands))
 
     def call(self, *args):
         return self.call_many([args])[0]

