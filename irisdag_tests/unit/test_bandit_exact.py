@@ -229,3 +229,12 @@ def test_a_champion_floor_of_9999_leaves_a_far_better_arm_one_basis_point():
 
     rec, _ = decide_bandit({"x": _served(3, 30, 27, 30)}, BanditState(arms=("x",), alpha=1e-12, champion_floor_bp=9999))
     assert rec.shares_bp == {"x": 1}
+
+
+def test_two_arms_dropped_in_one_call_are_both_named():
+    from irisdag.core.strategies import decide_bandit
+
+    x, worse = _pairs(10, 14, 300, 270), _pairs(60, 5, 300, 270)
+    rec, state = decide_bandit({"x": x, "y": worse, "z": worse}, BanditState(arms=("x", "y", "z"), mixture=2.0))
+    assert rec.reason.endswith("; champion the rest. Dropped as worse: y, z. Ramp to these shares.")
+    assert (rec.decision, state.dropped, rec.shares_bp["y"], rec.shares_bp["z"]) == ("ramp", ("y", "z"), 0, 0)
