@@ -45,6 +45,7 @@ FORMAT = 2
 META_FILE = "prepared.json"
 CHUNK_ROWS = 1 << 19       # rows keyed at a time (scratch memory ~ 60 MB)
 SCORE_CHUNK_KEYS = 1 << 18  # distinct keys scored and written at a time
+FIRST_SCORE_CHUNK_KEYS = 1 << 16  # the first chunks are smaller: Redis starts writing sooner
 _FORMAT1_FILES = ("keys.npy", "Xq.npy")
 _FORMAT2_FILES = ("q.npy", "digests.npy", "id_keys.npy", "inverse.npy")
 
@@ -648,8 +649,9 @@ def score_batch(store, booster, version: str, directory: Path, *,
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="irisdag-write") as pool:
             pending = None
-            for start in range(0, u, chunk_keys):
-                stop = min(u, start + chunk_keys)
+            start, size = 0, min(chunk_keys, FIRST_SCORE_CHUNK_KEYS)
+            while start < u:
+                stop = min(u, start + size)
                 q = np.asarray(batch.q[start:stop])
                 if batch.keyed_by_id:
                     keys = batch.id_keys[start:stop].tolist()
@@ -668,6 +670,7 @@ def score_batch(store, booster, version: str, directory: Path, *,
                 if pending is not None:
                     written += pending.result()
                 pending = pool.submit(store.write_predictions, version, keys, part)
+                start, size = stop, min(chunk_keys, 2 * size)
             if pending is not None:
                 written += pending.result()
         if hashing is not None:
