@@ -81,6 +81,7 @@ def initial_state(plan: ExperimentPlan) -> dict:
     if plan.strategy == "bandit":
         return strategies.BanditState(arms=plan.arms, threshold=plan.bandit_threshold, alpha=plan.alpha,
                                       mixture=plan.mixture, champion_floor_bp=plan.bandit_champion_floor_bp,
+                                      holdout_bp=plan.holdout_bp,
                                       shares_bp=dict(initial_shares(plan))).to_dict()
     return {}
 
@@ -92,9 +93,10 @@ def initial_shares(plan: ExperimentPlan) -> list[tuple[str, int]]:
     if plan.strategy == "canary":
         return [(plan.arms[0], plan.canary_steps_bp[0])]
     if plan.strategy == "bandit":
-        each = (10000 - plan.holdout_bp) // (len(plan.arms) + 1)  # champion and arms start even,
-        each = min(each, (10000 - plan.holdout_bp - plan.bandit_champion_floor_bp) // len(plan.arms))  # floor kept
-        return [(arm, max(0, each)) for arm in plan.arms]
+        served = 10000 - plan.holdout_bp
+        each = served // (len(plan.arms) + 1)  # champion and arms start even, the champion's floor kept
+        floor = -(-plan.bandit_champion_floor_bp * served // 10000)  # its floor is of the traffic served
+        return [(arm, max(0, min(each, (served - floor) // len(plan.arms)))) for arm in plan.arms]
     return []
 
 

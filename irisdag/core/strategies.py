@@ -899,9 +899,11 @@ class BanditState:
     ``mixture`` the mSPRT's Beta(a, a); ``draws`` Monte Carlo draws for
     P(best); ``floor_bp`` minimum share per live arm (exploration);
     ``champion_floor_bp`` minimum share of the champion, whose served rows the
-    outcome-feedback test compares every arm against; ``seed`` makes shares a
-    function of the evidence; ``shares_bp`` the shares now served; ``dropped``
-    arms shown worse; ``done`` ``promote``/``abort`` once finished.
+    outcome-feedback test compares every arm against (both floors are of the
+    traffic not held out); ``holdout_bp`` the experiment's holdout, which the
+    shares leave out; ``seed`` makes shares a function of the evidence;
+    ``shares_bp`` the shares now served; ``dropped`` arms shown worse; ``done``
+    ``promote``/``abort`` once finished.
     """
 
     arms: tuple[str, ...]
@@ -911,6 +913,7 @@ class BanditState:
     draws: int = 20_000
     floor_bp: int = 0
     champion_floor_bp: int = DEFAULT_CHAMPION_FLOOR_BP
+    holdout_bp: int = 0
     seed: int = 0
     shares_bp: Mapping[str, int] = field(default_factory=dict)
     dropped: tuple[str, ...] = ()
@@ -929,7 +932,7 @@ class BanditState:
         if not 0.5 < self.threshold < 1.0:
             raise ValueError(f"threshold must be within (0.5, 1), got {self.threshold!r}")
         _check_alpha(self.alpha)
-        for name in ("floor_bp", "champion_floor_bp"):
+        for name in ("floor_bp", "champion_floor_bp", "holdout_bp"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10000:
                 raise ValueError(f"{name} must be an integer number of basis points within 0..9999, got {value!r}")
@@ -970,9 +973,9 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence | UnpairedEvidence], sta
        an arm whose upper bound is below the champion's lower bound is
        dropped. All dropped → abort.
     2. Posterior Beta(1 + right, 1 + wrong) per version (champion included);
-       P(best) by Monte Carlo; the champion keeps ``champion_floor_bp``, each
-       live arm ``floor_bp``, and what is left is shared by P(best) over the
-       champion and the live arms.
+       P(best) by Monte Carlo; of the traffic not held out, the champion keeps
+       ``champion_floor_bp``, each live arm ``floor_bp``, and what is left is
+       shared by P(best) over the champion and the live arms.
     3. If the live arm most likely best has P(best) ≥ ``threshold``, the
        confirmatory test decides: promote that arm if it is shown better
        (paired: crossed with c > b; unpaired: its lower bound above the
@@ -1055,7 +1058,7 @@ def decide_bandit(evidence: Mapping[str, PairedEvidence | UnpairedEvidence], sta
     pbest = stats.prob_best(right, wrong, state.draws, rng)
     floors = np.array([state.champion_floor_bp] + [state.floor_bp] * len(live)) / 10000
     shares_frac = floors + (1 - floors.sum()) * pbest
-    bp = stats.shares_to_bp(shares_frac)
+    bp = stats.shares_to_bp(shares_frac, total=10000 - state.holdout_bp)  # held-out buckets are no one's
     shares = {a: 0 for a in state.arms}
     shares.update({a: bp[i + 1] for i, a in enumerate(live)})
     pbest_arm = {a: float(pbest[i + 1]) for i, a in enumerate(live)}

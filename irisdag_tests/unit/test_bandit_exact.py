@@ -19,7 +19,7 @@ def test_bandit_state_normalises_every_field_as_stored():
     assert [type(x) for x in state.arm_prior] == [float, float]
     assert state.to_dict() == {
         "arms": ["1", "y"], "threshold": 0.95, "alpha": 0.05, "mixture": 1.0, "draws": 20000, "floor_bp": 0,
-        "champion_floor_bp": 2000, "seed": 0, "shares_bp": {"1": 2500, "y": 2500}, "dropped": ["1"],
+        "champion_floor_bp": 2000, "holdout_bp": 0, "seed": 0, "shares_bp": {"1": 2500, "y": 2500}, "dropped": ["1"],
         "done": None, "arm_prior": [2.0, 1.0]}
     # Stored as JSON and read back: the same state; a stored state without the optional keys reads too.
     assert BanditState.from_dict(state.to_dict()) == state

@@ -78,6 +78,9 @@ def test_floors_that_fit_in_the_traffic_are_accepted(champion_floor_bp, floor_bp
     ({"floor_bp": 10000, "champion_floor_bp": 0}, "floor_bp must be an integer number of basis points within "
                                                   "0..9999, got 10000"),
     ({"floor_bp": -1}, "floor_bp must be an integer number of basis points within 0..9999, got -1"),
+    ({"holdout_bp": 10000}, "holdout_bp must be an integer number of basis points within 0..9999, got 10000"),
+    ({"holdout_bp": -1}, "holdout_bp must be an integer number of basis points within 0..9999, got -1"),
+    ({"holdout_bp": 1.0}, "holdout_bp must be an integer number of basis points within 0..9999, got 1.0"),
     ({"floor_bp": 0.5}, "floor_bp must be an integer number of basis points within 0..9999, got 0.5"),
     ({"champion_floor_bp": 8001, "floor_bp": 1000}, "champion_floor_bp 8001 plus floor_bp 1000 for each of 2 arm(s) "
                                                    "exceeds 10000 basis points"),
@@ -130,3 +133,22 @@ def test_an_outcome_bandit_promotes_a_better_arm_because_the_champion_keeps_its_
     # served rows never narrow its confidence sequence enough to separate the arms.
     decision0, rows0, lowest0 = _replay(BanditState(champion_floor_bp=0, **start), seed=4)
     assert decision0 not in ("promote", "abort") and rows0 == 30_000 and lowest0 < 100
+
+
+@pytest.mark.parametrize("holdout_bp,shares", [(0, {"x": 8000}), (3000, {"x": 5600}), (9999, {"x": 1})])
+def test_the_shares_leave_the_holdout_out_and_the_floor_is_of_the_traffic_served(holdout_bp, shares):
+    # P(best) of the champion exactly 0: it keeps 20% of the 10,000 − holdout bp served, the arm the rest.
+    # The routing adds the holdout in front of the arms' shares, so together they never pass 10,000.
+    rec, state = decide_bandit(_served(3, 30, x=(27, 30)), BanditState(arms=("x",), alpha=1e-12, holdout_bp=holdout_bp))
+    assert rec.shares_bp == state.shares_bp == shares
+    assert holdout_bp + sum(shares.values()) <= 10000
+
+
+def test_the_plan_s_holdout_reaches_the_state_and_the_first_shares_keep_the_floor_of_the_traffic_served():
+    plan = ExperimentPlan(strategy="bandit", arms=("a", "b"), holdout_bp=5000, bandit_champion_floor_bp=4000)
+    # 5,000 bp served: even would be 1,666 each; the champion keeps 40% of 5,000 = 2,000, the arms 1,500 each.
+    assert experiments.initial_shares(plan) == [("a", 1500), ("b", 1500)]
+    assert experiments.initial_state(plan)["holdout_bp"] == 5000
+    # 50.01% of the 9,999 bp served is 5,000.4999 bp: the champion's floor rounds up to 5,001, the arm gets 4,998.
+    odd = ExperimentPlan(strategy="bandit", arms=("a",), holdout_bp=1, bandit_champion_floor_bp=5001)
+    assert experiments.initial_shares(odd) == [("a", 4998)]

@@ -70,7 +70,7 @@ def test_canary_and_bandit_first_states_carry_every_plan_setting():
                             holdout_bp=1000)
     assert experiments.initial_state(bandit) == {
         "arms": ["x", "y"], "threshold": 0.9, "alpha": 0.04, "mixture": 2.0, "draws": 20000, "floor_bp": 0,
-        "champion_floor_bp": 2000,
+        "champion_floor_bp": 2000, "holdout_bp": 1000,
         "seed": 0, "shares_bp": {"x": 3000, "y": 3000}, "dropped": [], "done": None, "arm_prior": [1.0, 1.0]}
     for strategy in ("single", "shadow"):
         assert experiments.initial_state(ExperimentPlan(strategy=strategy, arms=("x",))) == {}

@@ -140,8 +140,8 @@ class ExperimentConfig(Config):
     bandit_threshold: float = Field(default=0.95, description="Bandit: P(best) that triggers the confirmatory test.")
     bandit_champion_floor_bp: int = Field(
         default=DEFAULT_CHAMPION_FLOOR_BP,
-        description="Bandit: the champion's least share of traffic (basis points); outcome feedback compares "
-                    "every arm with the champion's served rows.")
+        description="Bandit: the champion's least share of the traffic not held out (basis points); outcome "
+                    "feedback compares every arm with the champion's served rows.")
     extra_arms: list[str] = Field(default=[], description="Bandit: more validated challenger versions to include.")
 
     def plan(self, arms) -> ExperimentPlan:
