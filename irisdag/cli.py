@@ -132,6 +132,7 @@ def _queue_misses(store, misses: list[dict]) -> None:
 
 
 FILE_CHUNK_BYTES = 1 << 20  # CSV read a MiB at a time: Redis answers one chunk while the next is read and keyed
+CHUNKS_AHEAD = 4  # chunks' lookups sent before their answers are read (~37,000 keys, 1.2 MB each)
 _FILE_ROW, _FILE_KEY, _FILE_ANSWER = object(), object(), object()  # the variable parts of an answer line
 # An answer line of --file: fixed text, the row number, the key (hex), the text its answer code stands for.
 _FILE_LINE = {False: (b"row ", _FILE_ROW, _FILE_ANSWER, _FILE_KEY, b"\n"),
@@ -411,6 +412,9 @@ class _ChunkLookups:
         sent: collections.deque = collections.deque()  # (digests, calls) sent, answers not read yet
         settled = False  # a first lookup answered here: the plain client knows the command's form
         while not self.stopping:
+            if len(sent) >= CHUNKS_AHEAD:  # Redis holds what is sent in its query buffer: keep it bounded
+                self._read_oldest(sent)
+                continue
             try:
                 digests = self.todo.get(block=not sent)
             except queue.Empty:  # nothing to send: read the oldest answers

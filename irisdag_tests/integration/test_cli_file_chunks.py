@@ -73,7 +73,10 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(cli, "FILE_CHUNK_BYTES", CHUNK)
 
 
-def test_a_file_of_many_chunks_answers_every_row_in_place(tmp_path, redis_url, monkeypatch, capsys, small_chunks):
+@pytest.mark.parametrize("ahead", [1, cli.CHUNKS_AHEAD])
+def test_a_file_of_many_chunks_answers_every_row_in_place(tmp_path, redis_url, monkeypatch, capsys, small_chunks,
+                                                          ahead):
+    monkeypatch.setattr(cli, "CHUNKS_AHEAD", ahead)  # lookups sent before their answers are read
     texts = _row_texts(3000, seed=12)
     texts[2000:2040] = texts[10:50]  # repeats of rows several chunks earlier: one key, answered alike
     texts.insert(1499, "")  # a blank line: not a row, but it keeps its line number
