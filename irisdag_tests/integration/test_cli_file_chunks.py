@@ -253,3 +253,27 @@ def test_chunks_sent_ahead_fall_back_to_storeclient_when_the_script_cache_is_los
             assert [a.codes.tolist().count(0) for a in answers] == [0, 0, 30]
         finally:
             close_clients()
+
+
+def test_a_redis_cluster_is_left_to_storeclient(redis_cluster, tmp_path, monkeypatch, capsys, small_chunks):
+    """One node's URL of a Redis Cluster: the plain client's first call asks INFO cluster and
+    hands the file to StoreClient, which reads the hash-tagged keys on every master."""
+    close_clients()
+    redis_cluster.flushall()
+    url = redis_cluster.masters()[1].url
+    monkeypatch.setenv("REDIS_URL", url)
+    texts = _row_texts(600, seed=21)
+    texts[300] = "10.0,nan,30.0,40.0"
+    source = tmp_path / "rows.csv"
+    source.write_text("\n".join(texts) + "\n")
+    store = StoreClient(redis_url=url)
+    try:
+        assert store.is_cluster
+        keys = sorted(set(read_feature_csv(source).keys()))
+        _serve(store, keys, len(keys) - 30, "cluster-champion")
+        code, lines, err = _lookup(capsys, source)
+        assert code == 2 and "1 of 600 rows" in err
+        assert lines == _expected(store, source, as_json=False)
+        assert sum(1 for line in lines if "route=miss" in line) == store.pending_misses() >= 30
+    finally:
+        close_clients()
