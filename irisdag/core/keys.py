@@ -460,12 +460,13 @@ def canonical_bytes(Q: np.ndarray) -> list[bytes]:
 def digests_of_quantized(Q: np.ndarray, *, chunk_rows: int = HASH_CHUNK_ROWS) -> np.ndarray:
     """Raw SHA-256 digests (numpy ``S32``, shape (N,)) of the canonical strings of an int (N, 4) q array.
 
-    Strings are built by numpy (`canonical_strings`); the only per-row Python
-    is hashlib's call. Note numpy strips trailing zero bytes when it hands out
+    Strings are built by numpy (`canonical_strings`, a chunk at a time: a
+    memory-mapped int32 q is never copied whole); the only per-row Python is
+    the SHA-256 call. Note numpy strips trailing zero bytes when it hands out
     one ``S32`` item: convert with `hex_of_digests` or ``.tobytes()``, never
     item by item.
     """
-    Q = np.asarray(Q, dtype=np.int64).reshape(-1, N_FEATURES)
+    Q = np.asarray(Q).reshape(-1, N_FEATURES)
     n = len(Q)
     out = np.empty((n, 32), dtype=np.uint8)
     sha = _small_message_sha256()

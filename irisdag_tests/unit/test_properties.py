@@ -271,6 +271,22 @@ def test_parse_features_keys_like_the_reference_or_names_the_field(texts):
 
 # ---- the vectorized batch path ------------------------------------------------------------------------
 
+# q values of every width: the token table's range and its edge, and the wide path up to the bound.
+_L = keys.TOKEN_Q_LIMIT
+q_values = st.one_of(st.integers(-_L - 2, _L + 2), st.integers(-9_999_999, 9_999_999),
+                     st.sampled_from([0, -1, 9, 10, -10, 99, 100, _L, -_L, _L + 1, -_L - 1, 9_999_999, -9_999_999]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(*[q_values] * 4), min_size=1, max_size=64))
+def test_canonical_strings_and_digests_of_q_equal_the_reference(rows):
+    counted("q rows", len(rows))
+    Q = np.array(rows, dtype=np.int64)
+    texts = [" ".join(ref_text(q) for q in row) for row in rows]
+    assert keys.canonical_strings(Q).tolist() == [t.encode() for t in texts]
+    assert keys.keys_of_quantized(Q) == [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(*[st.one_of(in_bounds, ties)] * 4), min_size=1, max_size=64))
 def test_batch_path_keys_equal_the_reference(rows):
@@ -439,7 +455,7 @@ def test_csv_bad_rows_quarantined_and_counted_good_rows_keyed(tmp_path_factory, 
 
 def test_at_least_ten_thousand_inputs_were_generated():
     """Runs last in this file: the property tests above generated 10,000 inputs or more."""
-    expected = {"api", "ties", "text", "batch", "cli", "csv"}
+    expected = {"api", "ties", "text", "batch", "q rows", "cli", "csv"}
     if set(GENERATED) != expected:
         pytest.skip(f"only some property tests ran ({sorted(GENERATED)})")
     assert sum(GENERATED.values()) >= 10_000, GENERATED
