@@ -151,4 +151,7 @@ def test_the_plan_s_holdout_reaches_the_state_and_the_first_shares_keep_the_floo
     assert experiments.initial_state(plan)["holdout_bp"] == 5000
     # 50.01% of the 9,999 bp served is 5,000.4999 bp: the champion's floor rounds up to 5,001, the arm gets 4,998.
     odd = ExperimentPlan(strategy="bandit", arms=("a",), holdout_bp=1, bandit_champion_floor_bp=5001)
-    assert experiments.initial_shares(odd) == [("a", 4998)]
+    assert experiments.initial_shares(odd) == [("a", 4998)] and type(experiments.initial_shares(odd)[0][1]) is int
+    # A floor that leaves two arms less than a basis point each: they start at 0 (Thompson moves them later).
+    assert experiments.initial_shares(ExperimentPlan(strategy="bandit", arms=("a", "b"),
+                                                     bandit_champion_floor_bp=9999)) == [("a", 0), ("b", 0)]
