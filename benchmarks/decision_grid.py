@@ -4,6 +4,7 @@ Run by ``benchmarks/decision_quality.py`` (its report and ``DECISIONS.md`` inclu
 or alone:
 
     .venv/bin/python -m benchmarks.decision_grid --experiments 10000
+    .venv/bin/python -m benchmarks.decision_grid --experiments 2000 --only bandit/outcome --side-runs 200
 
 Each cell simulates R experiments at once with numpy, one look per window, and applies the
 strategy's decision rule to every experiment after every window:
@@ -444,23 +445,26 @@ def _cell(task) -> dict:
 
 
 def grid_tasks(sim: GridSim, runs: int, label_rows: int = 10_000, outcome_rows: int = 20_000, windows=WINDOWS,
-               speed_rows: int = 100_000) -> list:
+               speed_rows: int = 100_000, only=None) -> list:
     """Every (cell, truth) of the grid, the most looks first (they set the wall time).
 
     Label cells run up to ``label_rows`` rows an experiment, outcome cells up to ``outcome_rows``;
     two more cells put the outcome canary's new and old intervals at 1,000-row windows up to
     ``speed_rows`` (cheap: a look per 1,000 rows), long enough for nearly every +2-point
-    challenger to be promoted."""
+    challenger to be promoted. ``only``: the ``strategy/feedback`` pairs to run (default all)."""
     tasks = []
     for strategy in ("canary", "bandit"):
         for feedback in ("label", "outcome"):
+            if only and f"{strategy}/{feedback}" not in only:
+                continue
             cap = GridSim(**{**sim.__dict__, "max_rows": label_rows if feedback == "label" else outcome_rows})
             methods = ("new", "old") if (strategy, feedback) == ("canary", "outcome") else ("new",)
             for method in methods:
                 for window in windows:
                     tasks.append((cap, len(tasks), strategy, feedback, method, window, runs))
     speed_cap = GridSim(**{**sim.__dict__, "max_rows": speed_rows})
-    tasks += [(speed_cap, len(tasks) + j, "canary", "outcome", m, 1000, runs) for j, m in enumerate(("new", "old"))]
+    if not only or "canary/outcome" in only:
+        tasks += [(speed_cap, len(tasks) + j, "canary", "outcome", m, 1000, runs) for j, m in enumerate(("new", "old"))]
     out = [t + (role,) for t in tasks for role in ("error", "power")]
     return sorted(out, key=lambda t: t[0].max_rows / t[5], reverse=True)
 
@@ -506,11 +510,11 @@ def submit_grid(pool, sim: GridSim, runs: int, progress=None, **kw) -> list:
 
 def run_grid(sim: GridSim, runs: int, progress=None, jobs: int = 2, label_rows: int = 10_000,
              outcome_rows: int = 20_000, windows=WINDOWS, side_runs: int | None = None,
-             speed_rows: int = 100_000, futures: list | None = None) -> dict:
+             speed_rows: int = 100_000, futures: list | None = None, only=None) -> dict:
     """Every cell of the grid (or collect ``futures`` from :func:`submit_grid`). ``side_runs`` (default
     ``runs``): runs of the sample-ratio and re-read cells."""
     t0 = time.perf_counter()
-    kw = dict(label_rows=label_rows, outcome_rows=outcome_rows, windows=windows, speed_rows=speed_rows)
+    kw = dict(label_rows=label_rows, outcome_rows=outcome_rows, windows=windows, speed_rows=speed_rows, only=only)
     if futures is not None:
         parts = [f.result() for f in futures]
     elif jobs <= 1:
@@ -671,9 +675,16 @@ def main(argv=None) -> int:
     ap.add_argument("--label-rows", type=int, default=10_000)
     ap.add_argument("--outcome-rows", type=int, default=20_000)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, choices=[f"{s}/{f}" for s in ("canary", "bandit")
+                                                                for f in ("label", "outcome")],
+                    help="run only these strategy/feedback cells, e.g. bandit/outcome (the side cells always run)")
+    ap.add_argument("--windows", type=int, nargs="*", default=list(WINDOWS), help="window sizes (rows)")
+    ap.add_argument("--side-runs", type=int, default=None,
+                    help="runs of the sample-ratio and re-read cells (default --experiments)")
     args = ap.parse_args(argv)
     res = run_grid(GridSim(), args.experiments, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                   jobs=args.jobs, label_rows=args.label_rows, outcome_rows=args.outcome_rows)
+                   jobs=args.jobs, label_rows=args.label_rows, outcome_rows=args.outcome_rows,
+                   windows=tuple(args.windows), side_runs=args.side_runs, only=args.only)
     text, ok = report(res)
     print(text)
     return 0 if ok else 1

@@ -60,3 +60,13 @@ def test_grid_outcome_bandit_serves_the_champion_its_floor_as_decide_bandit_does
     state = BanditState(arms=("arm",), champion_floor_bp=champion_floor_bp, alpha=1e-12)
     ev = UnpairedEvidence("champ", "arm").add_batch(k1=3, n1=30, k2=27, n2=30)  # P(best) exactly 1
     assert decide_bandit({"arm": ev}, state)[0].shares_bp == {"arm": 10000 - champion_floor_bp}
+
+
+def test_the_grid_runs_only_the_cells_asked_for():
+    tasks = G.grid_tasks(G.GridSim(), 10, only=["bandit/outcome"])
+    assert sorted({(t[2], t[3], t[4]) for t in tasks}) == [("bandit", "outcome", "new")]
+    assert sorted((t[5], t[7]) for t in tasks) == sorted((w, role) for w in G.WINDOWS for role in ("error", "power"))
+    everything = G.grid_tasks(G.GridSim(), 10)
+    assert len(everything) == 2 * (5 * len(G.WINDOWS) + 2)  # five interval rows of every window, two speed cells
+    canary = G.grid_tasks(G.GridSim(), 10, only=["canary/outcome"])
+    assert len(canary) == 2 * (2 * len(G.WINDOWS) + 2)      # new and old intervals, and the speed cells
