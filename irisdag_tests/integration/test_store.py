@@ -84,6 +84,29 @@ def test_lua_lookup_puts_keys_exactly_on_holdout_and_share_edges_on_the_right_si
     assert {b: (a["route"], a["version"]) for b, a in zip(EDGE_KEYS, raw)} == want
 
 
+def test_lookup_digests_routes_keys_of_every_byte_value_like_the_python_bucket(store):
+    # lookup_digests writes each raw key out as hex itself, a byte at a time, to hash it:
+    # keys holding every byte value at every position (0x00 and 0xff whole keys among
+    # them) must land in the buckets the Python reference gives their hex form.
+    raws = [bytes((7 * i + j) % 256 for j in range(32)) for i in range(256)]
+    raws += [bytes(32), b"\xff" * 32, bytes(range(32)), bytes(range(224, 256))]
+    keys = [r.hex() for r in raws]
+    champion, arm = vid("bytes-champion"), vid("bytes-arm")
+    ready_version(store, champion, keys, np.zeros(len(keys), int), role="champion")
+    ready_version(store, arm, keys, np.ones(len(keys), int))
+    assert store.set_routing(0, {"champion": champion}, action="bootstrap")[0]
+    salt = "every-byte"
+    ok, reason, _ = store.set_routing(1, {"challenger": arm, "strategy": "canary", "shares": {arm: 3000},
+                                          "holdout_bp": 3000, "salt": salt}, action="ramp")
+    assert ok, reason
+    routing = store.routing()
+    want = [route_key(k, routing) for k in keys]
+    assert {route for route, _ in want} == {"holdout", "challenger", "champion"}
+    got = store.lookup_digests(np.frombuffer(b"".join(raws), dtype="S32")).records(keys)
+    assert [(a["route"], a["version"]) for a in got] == want
+    assert [(a["route"], a["version"]) for a in store.lookup(keys)] == want
+
+
 def test_lookup_routes_like_the_python_reference(store):
     keys = hex_keys(3000)
     champion, arm1, arm2 = vid("champion"), vid("arm1"), vid("arm2")

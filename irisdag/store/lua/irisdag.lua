@@ -34,7 +34,7 @@ reads both at its start, so it answers from one complete layout.
 -- libraries (string, math, cjson, ...) exist only when a function runs.
 -- So the locals below are bound by init() on first use, never at load time.
 local byte, char, sub, gsub, gmatch, format, floor, sha1hex
-local HEX2BYTE, BYTE2HEX, CODE
+local HEX2BYTE, HEXOF, DIGIT, CODE
 
 local BASIS_POINTS = 10000
 
@@ -52,23 +52,44 @@ local function init()
   byte, char, sub, gsub, gmatch, format =
     string.byte, string.char, string.sub, string.gsub, string.gmatch, string.format
   floor, sha1hex = math.floor, redis.sha1hex
-  local hex2byte, byte2hex, code = {}, {}, {}
+  local hex2byte, hexof, digit, code = {}, {}, {}, {}
   for i = 0, 255 do
     hex2byte[format('%02x', i)] = char(i)
-    byte2hex[char(i)] = format('%02x', i)
+    hexof[i] = format('%02x', i)
     code[i] = char(i)
   end
-  BYTE2HEX, CODE = byte2hex, code
+  -- Filled from 1 so that Lua keeps it an array: indexed by the codes of '0'-'9', 'a'-'f'.
+  for c = 1, 102 do digit[c] = 0 end
+  for i = 0, 15 do digit[byte(format('%x', i))] = i end
+  HEXOF, DIGIT, CODE = hexof, digit, code
   HEX2BYTE = hex2byte -- last: init() is done once HEX2BYTE is set
 end
 
 -- bucket = int(first 8 hex of SHA-1(salt .. ":" .. key), 16) mod 10000,
--- given salt .. ":" (`salted`, built once a call). SHA-1 because Redis
+-- given the string salt .. ":" .. key (`salted` = salt .. ":" is built once a call). SHA-1 because Redis
 -- computes it natively (a bucket is not a security boundary). This runs once
--- a key during an experiment, so it is the fewest operations that give it:
--- one concatenation, the native SHA-1, one sub and one tonumber.
-local function bucket(salted, key)
-  return tonumber(sub(sha1hex(salted .. key), 1, 8), 16) % BASIS_POINTS
+-- a key during an experiment, so it does the least that gives it: one
+-- concatenation and the native SHA-1 (neither avoidable), then the first 8
+-- hex digits read as character codes rather than cut out as a new string for
+-- tonumber (every string made a key also costs the garbage collector).
+local function bucket_of(salted_key)
+  local c1, c2, c3, c4, c5, c6, c7, c8 = byte(sha1hex(salted_key), 1, 8)
+  local d = DIGIT
+  return (((((((d[c1] * 16 + d[c2]) * 16 + d[c3]) * 16 + d[c4]) * 16 + d[c5]) * 16 + d[c6]) * 16 + d[c7]) * 16
+    + d[c8]) % BASIS_POINTS
+end
+
+-- salted .. the 64-hex form of the raw 32-byte key at `at` in `blob`, built in
+-- one concatenation from a table indexed by byte value (gsub with a table of
+-- characters costs several times more: a match, a lookup and a copy a byte).
+local function salted_hex(salted, blob, at)
+  local h = HEXOF
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16,
+        b17, b18, b19, b20, b21, b22, b23, b24, b25, b26, b27, b28, b29, b30, b31, b32 = byte(blob, at, at + 31)
+  return salted .. h[b1] .. h[b2] .. h[b3] .. h[b4] .. h[b5] .. h[b6] .. h[b7] .. h[b8] .. h[b9] .. h[b10]
+    .. h[b11] .. h[b12] .. h[b13] .. h[b14] .. h[b15] .. h[b16] .. h[b17] .. h[b18] .. h[b19] .. h[b20]
+    .. h[b21] .. h[b22] .. h[b23] .. h[b24] .. h[b25] .. h[b26] .. h[b27] .. h[b28] .. h[b29] .. h[b30]
+    .. h[b31] .. h[b32]
 end
 
 -- ---------------------------------------------------------------------------
@@ -199,17 +220,18 @@ local function lookup(keys, args)
     return label and (layout.classes[label] or label)
   end
 
+  -- Buckets from `last` on are the champion's: most keys need no search of the arms.
+  local last = split.edge[split.n] or holdout
   local out = {}
   for i = 1, #args do
     local key = args[i]
     local route, version = 'champion', champion
     if hashing then
-      local b = bucket(salted, key)
+      local b = bucket_of(salted .. key)
       if b < holdout then
         route, version = 'holdout', false
-      else
-        local j = arm_of(split, b)
-        if j > 0 then route, version = 'challenger', split[j] end
+      elseif b < last then
+        route, version = 'challenger', split[arm_of(split, b)]
       end
     end
     if route == 'holdout' then
@@ -257,16 +279,24 @@ local function lookup_digests(keys, args)
     arm_layouts[j] = version_layout(split[j], base)
   end
   local champ = champion and version_layout(champion, base)
+  -- code_of[arm][stored class index] = the reply byte 4 * (1 + arm) + index (arm 0: the champion).
+  local code_of = {}
+  for j = 0, split.n do
+    local c = {}
+    for index = 0, 3 do c[format('%d', index)] = CODE[4 * (1 + j) + index] end
+    code_of[j] = c
+  end
   local salted = split.salted
+  local last = split.edge[split.n] or holdout
   local out = {}
   for i = 1, #blob / 32 do
     local raw = sub(blob, 32 * i - 31, 32 * i)
     local arm = 0
     if hashing then
-      local b = bucket(salted, (gsub(raw, '.', BYTE2HEX)))
+      local b = bucket_of(salted_hex(salted, blob, 32 * i - 31))
       if b < holdout then
         arm = -1
-      else
+      elseif b < last then
         arm = arm_of(split, b)
       end
     end
@@ -278,8 +308,7 @@ local function lookup_digests(keys, args)
         arm = 0
         label = raw_answer(champ, raw)
       end
-      local index = label and tonumber(label)
-      out[i] = index and CODE[4 * (1 + arm) + index] or '\0'
+      out[i] = label and code_of[arm][label] or '\0'
     end
   end
   return { table.concat(out), unpack(versions) }
@@ -343,7 +372,7 @@ local function buckets(keys, args)
   init()
   local out = {}
   for i = 1, #args - 1, 2 do
-    out[#out + 1] = bucket(args[i] .. ':', args[i + 1])
+    out[#out + 1] = bucket_of(args[i] .. ':' .. args[i + 1])
   end
   return out
 end
