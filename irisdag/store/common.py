@@ -112,6 +112,18 @@ def redact_url(url: str) -> str:
 
 # ---- batch answers (raw-key lookups) -----------------------------------------------
 
+def digest_call_args(blob: bytes, salt: str | None) -> list:
+    """The arguments of one ``lookup_digests`` call: the raw keys joined and, when the salt of
+    an experiment is known (the last reply's), that salt and the keys' buckets under it, 2
+    bytes a key big-endian. Redis uses the buckets only if the salt is still the one in force
+    (else it hashes the keys itself), so they save its time and never decide an answer."""
+    if not salt or not blob:
+        return [blob]
+    from irisdag.core.routing import buckets_of_digests
+
+    return [blob, salt, buckets_of_digests(salt, blob).astype(">u2").tobytes()]
+
+
 def codes_onto(codes: np.ndarray, names: list[str], versions: list[str], more: bool) -> np.ndarray:
     """Codes naming ``names`` (index i: code 4 * (1 + i) + label) renumbered onto ``versions``,
     which gains the names it lacks; ``more``: ``versions`` already holds earlier answers."""

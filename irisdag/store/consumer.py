@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from irisdag.store.common import (
     LOOKUP_CHUNK, MISSES_KEY, ROUTING_KEY, STREAM_MAXLEN, BatchAnswers, StoreError, StoreUnavailable, codes_onto,
-    eval_script, eval_sha, label_name, miss_fields, redact_url,
+    digest_call_args, eval_script, eval_sha, label_name, miss_fields, redact_url,
 )
 from irisdag.store.resp import Connection, ReplyError
 
@@ -56,6 +56,9 @@ class ConsumerStore:
         # Whether INFO cluster was asked: a Redis Cluster node (cluster_enabled:1) is
         # StoreClient's, whose key names carry hash tags there (docs/cluster.md).
         self._cluster_checked = not url
+        # The salt in force as the last `lookup_digests` reply named it (None: no reply yet,
+        # "": no experiment): the next calls send their keys' buckets under it (Redis checks it).
+        self.lookup_salt: str | None = None
 
     # ---- connection -------------------------------------------------------------
 
@@ -198,11 +201,13 @@ class ConsumerStore:
         """
         calls = _digest_calls(digests)
         if not calls:
-            return _digest_answers([], [])
-        replies = [self._lookup_reply([calls[0]], "lookup_digests")]
+            return self._digest_answers([], [])
+        salt = self.lookup_salt
+        replies = [self._lookup_reply(digest_call_args(calls[0], salt), "lookup_digests")]
         if len(calls) > 1:
-            replies += self._send([self._lookup_command("lookup_digests", [call]) for call in calls[1:]])
-        return _digest_answers(calls, replies)
+            replies += self._send([self._lookup_command("lookup_digests", digest_call_args(call, salt))
+                                   for call in calls[1:]])
+        return self._digest_answers(calls, replies)
 
     def send_digests(self, digests) -> list[bytes]:
         """`lookup_digests` in two halves: send the calls and return at once (their keys, for
@@ -210,12 +215,29 @@ class ConsumerStore:
         waits for this process between them. Only once a `lookup_digests` has answered (it
         settles the command's form)."""
         calls = _digest_calls(digests)
-        self._io(self.conn.send, [self._lookup_command("lookup_digests", [call]) for call in calls])
+        salt = self.lookup_salt
+        self._io(self.conn.send, [self._lookup_command("lookup_digests", digest_call_args(call, salt))
+                                  for call in calls])
         return calls
 
     def read_digests(self, calls: list[bytes]) -> BatchAnswers:
         """The answers of calls `send_digests` sent (the oldest unread ones)."""
-        return _digest_answers(calls, self._io(self.conn.read, len(calls)))
+        return self._digest_answers(calls, self._io(self.conn.read, len(calls)))
+
+    def _digest_answers(self, calls: list[bytes], replies: list) -> BatchAnswers:
+        """The replies of ``lookup_digests`` calls as one `BatchAnswers` (codes onto one list of
+        versions); the salt each names (its last element) is kept for the next calls' buckets."""
+        import numpy as np
+
+        codes, versions = [np.zeros(0, np.uint8)], []
+        for i, (call, reply) in enumerate(zip(calls, replies)):
+            if not (isinstance(reply, list) and len(reply) >= 3 and isinstance(reply[0], bytes)
+                    and len(reply[0]) * 32 == len(call) and all(isinstance(v, bytes) for v in reply[1:])):
+                raise Fallback(f"lookup_digests reply of an unexpected shape: {str(reply)[:80]}")
+            names = [v.decode("utf-8", "replace") for v in reply[1:-1]]
+            codes.append(codes_onto(np.frombuffer(reply[0], np.uint8), names, versions, i > 0))
+            self.lookup_salt = reply[-1].decode("utf-8", "replace")
+        return BatchAnswers(np.concatenate(codes), tuple(versions))
 
     # ---- misses -----------------------------------------------------------------------
 
@@ -249,17 +271,3 @@ def _digest_calls(digests) -> list[bytes]:
     blob = np.ascontiguousarray(digests, dtype="S32").tobytes()
     step = 32 * LOOKUP_CHUNK
     return [blob[i:i + step] for i in range(0, len(blob), step)]
-
-
-def _digest_answers(calls: list[bytes], replies: list) -> BatchAnswers:
-    """The replies of ``lookup_digests`` calls as one `BatchAnswers` (codes onto one list of versions)."""
-    import numpy as np
-
-    codes, versions = [np.zeros(0, np.uint8)], []
-    for i, (call, reply) in enumerate(zip(calls, replies)):
-        if not (isinstance(reply, list) and reply and isinstance(reply[0], bytes)
-                and len(reply[0]) * 32 == len(call) and all(isinstance(v, bytes) for v in reply[1:])):
-            raise Fallback(f"lookup_digests reply of an unexpected shape: {str(reply)[:80]}")
-        names = [v.decode("utf-8", "replace") for v in reply[1:]]
-        codes.append(codes_onto(np.frombuffer(reply[0], np.uint8), names, versions, i > 0))
-    return BatchAnswers(np.concatenate(codes), tuple(versions))

@@ -46,6 +46,7 @@ from irisdag.store.common import (  # noqa: F401 - names this module has always 
     LOOKUP_CHUNK,
     BatchAnswers,
     codes_onto as _codes_onto,
+    digest_call_args as _digest_call_args,
     LUA_FUNCTIONS as _LUA_FUNCTIONS,
     MISSES_KEY,
     ROUTING_KEY,
@@ -140,6 +141,10 @@ class _Conn:
     loaded: bool = False
     keys: "Keyspace" = field(default_factory=lambda: SINGLE)  # key names: one server or a cluster
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The salt in force as the last `lookup_digests` reply named it ("": no experiment, None:
+    # none seen yet): the next call sends its keys' buckets under it, and Redis uses them only
+    # if that is still the salt (else it hashes the keys itself).
+    lookup_salt: str | None = None
 
 
 _CONNS: dict[str, _Conn] = {}
@@ -1522,18 +1527,21 @@ class StoreClient:
         n = len(blob) // 32
         if n == 0:
             return BatchAnswers(np.zeros(0, np.uint8), ())
+        conn = self._conn()
         if self._lookup_keyspace().cluster:
-            return self._cluster_lookup_digests(blob)
+            return self._cluster_lookup_digests(blob, conn)
         step = 32 * LOOKUP_CHUNK
-        chunks = [[blob[i:i + step]] for i in range(0, len(blob), step)]
+        salt = conn.lookup_salt
+        chunks = [_digest_call_args(blob[i:i + step], salt) for i in range(0, len(blob), step)]
         codes = np.empty(n, np.uint8)
         versions: list[str] = []
 
         def take(i: int, reply) -> None:
             if i == 0:
                 versions.clear()  # a call that starts over (reload, another replica) starts afresh
-            part = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:]], versions, bool(i))
+            part = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:-1]], versions, bool(i))
             codes[i * LOOKUP_CHUNK:i * LOOKUP_CHUNK + len(part)] = part
+            conn.lookup_salt = _s(reply[-1])
 
         self._call_chunks("lookup_digests", [self._lookup_keyspace().routing], chunks, take, readonly=True,
                           replicas=True)
@@ -1585,7 +1593,7 @@ class StoreClient:
                           "version": _s(version) if version else None, "route": _s(route)}
         return out  # type: ignore[return-value]
 
-    def _cluster_lookup_digests(self, blob: bytes) -> "BatchAnswers":
+    def _cluster_lookup_digests(self, blob: bytes, conn: _Conn) -> "BatchAnswers":
         """`lookup_digests` on a cluster: keys grouped by shard tag (leading 32 bits mod the
         tags), one call a tag and chunk, pipelined per node; each call's versions are
         mapped into one list (a tag's routing copy may be an epoch ahead of another's
@@ -1604,13 +1612,15 @@ class StoreClient:
             for start in range(0, len(idx), LOOKUP_CHUNK):
                 part = idx[start:start + LOOKUP_CHUNK]
                 parts.append(part)
-                items += self._tag_calls("lookup_digests", {tag: [rows[part].tobytes()]})
+                items += self._tag_calls("lookup_digests",
+                                         {tag: _digest_call_args(rows[part].tobytes(), conn.lookup_salt)})
         codes = np.zeros(n, np.uint8)
         versions: list[str] = []
         for part, reply in zip(parts, self._cluster_calls(items)):
             got = np.frombuffer(reply[0], np.uint8)
+            conn.lookup_salt = _s(reply[-1])
             remap = np.arange(256, dtype=np.uint8)
-            for j, name in enumerate(_s(v) for v in reply[1:]):
+            for j, name in enumerate(_s(v) for v in reply[1:-1]):
                 if name not in versions:
                     versions.append(name)
                 k = versions.index(name)

@@ -217,3 +217,24 @@ def test_the_server_bounds_what_a_consumer_can_queue(served):
         assert admin.xlen(MISSES_KEY) == 0
     finally:
         admin.close()
+
+
+def test_the_consumer_sends_buckets_during_a_canary_and_gets_the_routed_answers(served):
+    from irisdag.store.consumer import ConsumerStore
+
+    acl_redis, store, a, b, keys = served
+    ok, reason, _ = store.set_routing(store.routing().epoch, {"challenger": a, "strategy": "canary",
+                                                             "shares": {a: 5000}, "salt": "canary-s"}, action="ramp")
+    assert ok, reason
+    want = [(r["route"], r["version"]) for r in store.lookup(keys)]
+    assert {route for route, _ in want} == {"champion", "challenger"}
+    digests = np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32")
+    consumer = ServingStore(redis_url=acl_redis.url("consumer"))
+    plain = ConsumerStore.connect(acl_redis.url("consumer"))
+    try:
+        for _ in range(2):  # the second call of each sends its buckets under "canary-s"
+            for client in (consumer, plain):
+                assert [(r["route"], r["version"]) for r in client.lookup_digests(digests).records(keys)] == want
+        assert consumer._conn().lookup_salt == plain.lookup_salt == "canary-s"
+    finally:
+        plain.close()

@@ -526,6 +526,12 @@ def test_embedded_6_2_answers_like_redis_7(store, embedded_home):
     assert answers == store.lookup(queried)
     assert client.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
     assert {a["route"] for a in answers} == {"champion", "challenger", "holdout", "miss"}
+    # lookup_digests by EVALSHA: the second call sends the buckets under the salt the first named.
+    hexes = [k for k in queried if len(k) == 64]
+    raw = np.frombuffer(bytes.fromhex("".join(hexes)), dtype="S32")
+    for _ in range(2):
+        assert local.lookup_digests(raw).records(hexes) == store.lookup_digests(raw).records(hexes)
+    assert local._conn().lookup_salt == store.routing().salt != ""
     pairs = [(f"salt-{i}", k) for i, k in enumerate(queried)]
     assert local.lua_buckets(pairs) == store.lua_buckets(pairs) == [bucket(s, k) for s, k in pairs]
     # Refusals and the audit behave the same.

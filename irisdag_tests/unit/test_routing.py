@@ -114,3 +114,22 @@ def test_versions_lists_every_version_once_in_order():
     r = Routing(champion="c", previous="p", challenger="a", shares=(("a", 10), ("b", 20), ("c", 5)))
     assert r.versions() == ["c", "p", "a", "b"]
     assert Routing(champion="c").versions() == ["c"] and Routing().versions() == []
+
+
+def test_buckets_of_digests_match_the_scalar_bucket_on_the_edges_and_random_keys():
+    import numpy as np
+
+    from irisdag.core.routing import buckets_of_digests
+
+    rng = np.random.default_rng(7)
+    keys = list(EDGE_KEYS.values()) + [bytes(rng.integers(0, 256, 32, dtype=np.uint8)).hex() for _ in range(200)]
+    digests = np.frombuffer(bytes.fromhex("".join(keys)), dtype="S32")
+    for salt in (EDGE_SALT, "", "é€", "s1"):
+        got = buckets_of_digests(salt, digests)
+        assert got.dtype == np.uint16
+        assert got.tolist() == [bucket(salt, k) for k in keys]
+    assert buckets_of_digests(EDGE_SALT, digests.tobytes()).tolist()[:len(EDGE_KEYS)] == list(EDGE_KEYS)
+    assert buckets_of_digests("s1", bytes(32)).tolist() == [bucket("s1", "0" * 64)] == [3727]
+    assert len(buckets_of_digests("s1", b"")) == 0
+    with pytest.raises(ValueError, match="33 bytes"):
+        buckets_of_digests("s1", bytes(33))

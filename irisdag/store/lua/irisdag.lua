@@ -165,14 +165,15 @@ end
 
 -- What a lookup needs of the routing hash (HGET only: the consumer's ACL),
 -- read once a call: the champion (false when none), holdout_bp, and
--- `split` = {salted = salt .. ':', n = number of arms, [j] = arm j's version,
+-- `split` = {salt, salted = salt .. ':', n = number of arms, [j] = arm j's version,
 -- edge[j] = the first bucket past arm j} (arms in the order of `shares`).
 local function read_routing(rkey)
   local champion = redis.call('HGET', rkey, 'champion')
   if champion == '' then champion = false end
   local arms = parse_shares(redis.call('HGET', rkey, 'shares'))
   local holdout = tonumber(redis.call('HGET', rkey, 'holdout_bp') or '0') or 0
-  local split = { salted = (redis.call('HGET', rkey, 'salt') or '') .. ':', n = #arms, edge = {} }
+  local salt = redis.call('HGET', rkey, 'salt') or ''
+  local split = { salt = salt, salted = salt .. ':', n = #arms, edge = {} }
   local edge = holdout
   for j, arm in ipairs(arms) do
     edge = edge + arm[2]
@@ -256,12 +257,18 @@ end
 
 -- ---------------------------------------------------------------------------
 -- lookup_digests (no-writes): `lookup` for clients holding raw keys, in bulk.
--- KEYS[1] = irisdag:routing; ARGV[1] = raw 32-byte SHA-256 keys, joined.
--- Returns {codes, champion, arm 1, arm 2, ...}: `codes` has one byte a key,
+-- KEYS[1] = irisdag:routing; ARGV[1] = raw 32-byte SHA-256 keys, joined;
+-- optional ARGV[2] = the salt the client computed buckets for and ARGV[3] =
+-- those buckets, 2 bytes a key big-endian. The buckets are used only when
+-- ARGV[2] is the salt in force (this call's routing copy), else computed here:
+-- a client's buckets save Redis the SHA-1 a key, but correctness never rests on
+-- them (a client that lies routes only itself, which its read ACL allows anyway).
+-- Returns {codes, champion, arm 1, arm 2, ..., salt}: `codes` has one byte a key,
 -- 0 = miss, 1 = holdout, else 4 * (1 + i) + class index, where i = 0 is the
--- champion and i >= 1 the i-th arm of `shares` (route challenger). Same routing
--- and champion fallback as `lookup`; no per-key table and a reply of one byte
--- a key, which is what makes it several times faster.
+-- champion and i >= 1 the i-th arm of `shares` (route challenger); the last
+-- element is the salt in force (for the client's next call's buckets). Same
+-- routing and champion fallback as `lookup`; no per-key table and a reply of
+-- one byte a key, which is what makes it several times faster.
 -- ---------------------------------------------------------------------------
 local function lookup_digests(keys, args)
   init()
@@ -271,6 +278,12 @@ local function lookup_digests(keys, args)
   if split.n > 60 then return redis.error_reply('lookup_digests answers at most 60 arms') end
   local blob = args[1] or ''
   if #blob % 32 ~= 0 then return redis.error_reply('lookup_digests needs raw 32-byte keys, joined') end
+  local buckets = args[3] or ''
+  if #buckets > 0 and #buckets ~= #blob / 16 then
+    return redis.error_reply(format('lookup_digests needs 2 bytes of bucket a key: %d bytes for %d keys',
+      #buckets, #blob / 32))
+  end
+  local given = hashing and #buckets > 0 and args[2] ~= '' and args[2] == split.salt and buckets
 
   local versions = { champion or '' }
   local arm_layouts = {}
@@ -293,7 +306,13 @@ local function lookup_digests(keys, args)
     local raw = sub(blob, 32 * i - 31, 32 * i)
     local arm = 0
     if hashing then
-      local b = bucket_of(salted_hex(salted, blob, 32 * i - 31))
+      local b
+      if given then
+        local hi, lo = byte(given, 2 * i - 1, 2 * i)
+        b = hi * 256 + lo
+      else
+        b = bucket_of(salted_hex(salted, blob, 32 * i - 31))
+      end
       if b < holdout then
         arm = -1
       elseif b < last then
@@ -311,6 +330,7 @@ local function lookup_digests(keys, args)
       out[i] = label and code_of[arm][label] or '\0'
     end
   end
+  versions[#versions + 1] = split.salt
   return { table.concat(out), unpack(versions) }
 end
 
