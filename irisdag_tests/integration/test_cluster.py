@@ -167,6 +167,10 @@ def test_answers_spread_evenly_over_the_masters_and_each_serves_lookups(cluster)
     assert all(r["version"] == arm and r["route"] == "challenger" for r, a in zip(records, to_arm) if a)
     assert all(r["version"] == champion for r, a in zip(records, to_arm) if not a)
     assert np.array_equal(canary.labels[to_arm], (labels[:20_000][to_arm] + 1) % 3)
+    # The next call sends the client's buckets under "s1" (learnt from every tag's reply): same answers.
+    assert store._conn().lookup_salt == "s1"
+    again = store.lookup_digests(D[:20_000])
+    assert again.records(keyscheme.hex_of_digests(D[:20_000])) == records
 
 
 def test_a_version_grows_by_resharding_tag_by_tag_while_lookups_answer(cluster):
