@@ -781,7 +781,7 @@ class StoreClient:
             flat += [salt, key]
         if not flat:
             return []
-        step = 2 * 1_000  # every pair is a SHA-256 in Lua (~90 us): keep each call short
+        step = 2 * 1_000  # every pair is a SHA-1 in Lua: keep each call short
         chunks = [flat[i:i + step] for i in range(0, len(flat), step)]
         out: list[int] = []
         for part in self._call_many("buckets", [], chunks, readonly=True):
