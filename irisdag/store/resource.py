@@ -1617,15 +1617,8 @@ class StoreClient:
         codes = np.zeros(n, np.uint8)
         versions: list[str] = []
         for part, reply in zip(parts, self._cluster_calls(items)):
-            got = np.frombuffer(reply[0], np.uint8)
             conn.lookup_salt = _s(reply[-1])
-            remap = np.arange(256, dtype=np.uint8)
-            for j, name in enumerate(_s(v) for v in reply[1:-1]):
-                if name not in versions:
-                    versions.append(name)
-                k = versions.index(name)
-                remap[4 * (1 + j):4 * (1 + j) + 4] = np.arange(4 * (1 + k), 4 * (1 + k) + 4, dtype=np.uint8)
-            codes[part] = remap[got]
+            codes[part] = _codes_onto(np.frombuffer(reply[0], np.uint8), [_s(v) for v in reply[1:-1]], versions, True)
         return BatchAnswers(codes, tuple(versions))
 
     # ---- read replicas (docs/replicas.md) ------------------------------------------
